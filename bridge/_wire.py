@@ -111,6 +111,7 @@ class Reason(enum.IntEnum):
     UNKNOWN_STREAM = 8
     UNKNOWN_SHOT = 9  # a correction for a shot that is not awaiting one
     BAD_FIELD = 10  # a header field holds a value the format does not define
+    STALE = 11  # outside the assembly window: its shot was already closed, or far ahead
 
     @property
     def label(self) -> str:

@@ -1,1 +1,32 @@
-"""qhil.fpga"""
+"""qhil.fpga: the front end. A software cycle model now; RTL and a PYNQ driver share its register map.
+
+- ``CycleModel``: round clock, detection events, packetizer, correction
+  receiver, cycle counter and budget check, in software.
+- ``DetectorProgram``: the detection-event unit's per-round XOR programs.
+- ``REGISTERS`` / ``RegisterFile``: the register map, and its off-board twin.
+- ``FrontEndResult`` and ``Fate``: what became of every emitted round.
+"""
+
+from __future__ import annotations
+
+from qhil.fpga._board import BoardProbe, find_board
+from qhil.fpga._config import MODES, FrontEndConfig
+from qhil.fpga._cycle_model import CycleModel
+from qhil.fpga._detection import DetectorProgram
+from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
+from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
+
+__all__ = [
+    "MODES",
+    "REGISTERS",
+    "BoardProbe",
+    "CycleModel",
+    "DetectorProgram",
+    "Fate",
+    "FrontEndConfig",
+    "FrontEndResult",
+    "PacingStats",
+    "Register",
+    "RegisterFile",
+    "find_board",
+]

@@ -1,0 +1,379 @@
+"""The front end's cycle model: round clock, packetizer, correction receiver and budget check.
+
+The model does in software what the RTL does on a board, against the same
+register map: each round it turns measurements into detection events (see
+``DetectorProgram``), packs them into a wire-v1 syndrome packet stamped with
+the cycle counter, and pushes it into the bridge. It takes correction
+packets back, checks them, applies the logical-frame update, and times the
+reaction latency against the budget.
+
+The cycle counter is the host's monotonic clock scaled to the fabric clock,
+so latencies in cycles and in ns describe the same interval. Latency in cycles
+is computed as the RTL computes it: the arrival count minus the ``t_fpga`` the
+decoder echoed.
+
+>>> import stim
+>>> from qhil.bridge import ShmRing
+>>> circuit = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3, rounds=1)
+>>> model = CycleModel.from_circuit(circuit, config=FrontEndConfig())
+>>> model.regs.read("ROUND_PERIOD"), model.program.bits_per_round
+(250, (4, 4))
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+
+import numpy as np
+import stim
+
+from qhil.bridge import (
+    CORRECTION_HEADER_SIZE,
+    FLAG_END_OF_STREAM,
+    FLAG_FIRST_ROUND,
+    FLAG_LAST_ROUND,
+    CorrectionStatus,
+    PacketReceiver,
+    PacketSender,
+    Reason,
+    parse_correction,
+    write_syndrome,
+)
+from qhil.fpga._config import FrontEndConfig
+from qhil.fpga._detection import DetectorProgram
+from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
+from qhil.fpga._regmap import RegisterFile
+
+__all__ = ["CycleModel"]
+
+ProgressFn = Callable[[int, int], None]  # (shots emitted, shots resolved)
+_PROGRESS_EVERY_NS = 50_000_000
+_RX_BATCH = 256
+
+
+class _Run:
+    """Mutable state of one run; lives only inside ``CycleModel.run``."""
+
+    def __init__(self, model: CycleModel, shots: int, n_obs: int) -> None:
+        r1 = model.program.num_rounds
+        self.fates = np.full((shots, r1), Fate.NOT_EMITTED, dtype=np.uint8)
+        self.pred = np.zeros((shots, n_obs), dtype=np.bool_)
+        self.lat_ns = np.full(shots, -1, dtype=np.int64)
+        self.lat_cyc = np.full(shots, -1, dtype=np.int64)
+        self.emit_ns = np.zeros(shots, dtype=np.int64)
+        self.emit_cyc = np.zeros(shots, dtype=np.int64)
+        self.last_seq = np.zeros(shots, dtype=np.int64)
+        self.host_rx = np.zeros(shots, dtype=np.int64)
+        self.host_tx = np.zeros(shots, dtype=np.int64)
+        self.pending: collections.OrderedDict[int, int] = collections.OrderedDict()  # shot -> deadline
+        self.rejections = {r.label: 0 for r in Reason if r != Reason.OK}
+        self.seq = 0
+        self.backpressure = 0
+        self.budget_misses = 0
+        self.lat_max = 0
+        self.lat_last = 0
+        self.frame = 0
+        self.last_heard_ns = 0
+        self.accepted = 0
+        self.incomplete = 0
+        self.eos_acked = False
+        self.aborted = ""
+        self.lags: list[int] = []
+        self.first_emit = 0
+        self.last_emit = 0
+        self.n_emit = 0
+
+
+class CycleModel:
+    """Software twin of the ``qhil_frontend`` IP, driven through the same registers."""
+
+    def __init__(self, program: DetectorProgram, num_observables: int, config: FrontEndConfig):
+        self.program = program
+        self.num_observables = num_observables
+        self.config = config
+        self.regs = RegisterFile()
+        self.regs.write("STREAM_ID", config.stream_id)
+        self.regs.write("ROUND_PERIOD", config.round_period_cycles)
+        self.regs.write("BUDGET", config.budget_cycles)
+        self.regs.write("CORR_TIMEOUT", min(2**32 - 1, round(config.correction_timeout_s * config.fabric_clock_hz)))
+        self.regs.write("CTRL", 1 << 1 if config.mode == "lockstep" else 0)
+        self._rx_buf = np.zeros((_RX_BATCH, 256), dtype=np.uint8)
+        self._rx_len = np.zeros(_RX_BATCH, dtype=np.uint32)
+        self._fields = np.zeros(10, dtype=np.uint64)
+
+    @classmethod
+    def from_circuit(cls, circuit: stim.Circuit, *, config: FrontEndConfig) -> CycleModel:
+        return cls(DetectorProgram.from_circuit(circuit), circuit.num_observables, config)
+
+    # -- clock -----------------------------------------------------------------------------
+
+    def _cycles(self, t_ns: int) -> int:
+        return (t_ns - self._t0) * self._f_num // 1_000_000_000
+
+    # -- run -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        measurements: np.ndarray,
+        *,
+        tx: PacketSender,
+        rx: PacketReceiver,
+        on_progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> FrontEndResult:
+        """Stream every shot through the bridge and collect the corrections.
+
+        Args:
+            measurements: bool[shots, num_measurements], the measurement record
+                of each shot in the circuit's measurement order.
+            tx: where syndrome packets go; rx: where correction packets come from.
+            on_progress: called about every 50 ms with (shots emitted, shots resolved).
+            should_stop: polled at safe points; True ends the run cleanly
+                (pending shots are reported ``aborted``).
+        """
+        payloads = self.program.packed_payloads(measurements)
+        raw_obs = self.program.observables(measurements.astype(np.bool_, copy=False))
+        shots = measurements.shape[0]
+        if rx.max_packet > self._rx_buf.shape[1]:
+            self._rx_buf = np.zeros((_RX_BATCH, rx.max_packet), dtype=np.uint8)
+        cfg = self.config
+        self._rx = rx
+        run = _Run(self, shots, self.num_observables)
+        self._f_num = int(cfg.fabric_clock_hz)
+        self._t0 = time.monotonic_ns()
+        run.last_heard_ns = self._t0
+        self.regs.write("CTRL", self.regs.read("CTRL") | 1)
+        self.regs.set("STATUS", 1)
+        nbits = self.program.bits_per_round
+        r_last = len(nbits) - 1
+        period_ns = cfg.round_time_s * 1e9
+        timeout_ns = int(cfg.correction_timeout_s * 1e9)
+        paced = cfg.mode == "paced"
+        next_progress = self._t0
+        resolved = 0
+        g = 0  # global round index: the round clock's tick count
+        for shot in range(shots):
+            for r in range(r_last + 1):
+                if paced:
+                    due = self._t0 + int(g * period_ns)
+                    while time.monotonic_ns() < due:
+                        resolved += self._poll(run, 0.0)
+                flags = (FLAG_FIRST_ROUND if r == 0 else 0) | (FLAG_LAST_ROUND if r == r_last else 0)
+                slot = tx.reserve()
+                if slot is None and not paced:
+                    slot = self._wait_for_room(run, tx)
+                    if slot is None:
+                        break
+                t = time.monotonic_ns()
+                if slot is None:  # paced only: hardware cannot wait for the bridge
+                    run.fates[shot, r] = Fate.LOST_BACKPRESSURE
+                    run.backpressure += 1
+                else:
+                    cyc = self._cycles(t)
+                    n = write_syndrome(slot, cfg.stream_id, shot, r, run.seq, cyc, flags,
+                                       payloads[r][shot], nbits[r])  # fmt: skip
+                    tx.commit(n)
+                    run.fates[shot, r] = Fate.PENDING
+                    run.seq += 1
+                    run.emit_ns[shot], run.emit_cyc[shot], run.last_seq[shot] = t, cyc, run.seq - 1
+                    run.first_emit = run.first_emit or t
+                    run.last_emit = t
+                    run.n_emit += 1
+                if paced:
+                    run.lags.append(t - due)
+                g += 1
+            if run.aborted:
+                break
+            run.pending[shot] = run.emit_ns[shot] + timeout_ns
+            resolved += self._poll(run, 0.0)
+            while not paced and len(run.pending) >= cfg.max_in_flight and not run.aborted:
+                resolved += self._poll(run, 1e-3)
+            now = time.monotonic_ns()
+            if now >= next_progress:
+                next_progress = now + _PROGRESS_EVERY_NS
+                self._sync_registers(run)
+                if on_progress is not None:
+                    on_progress(shot + 1, resolved)
+                if should_stop is not None and should_stop():
+                    run.aborted = "interrupted"
+            if run.aborted:
+                break
+        self._finish(run, tx)
+        if on_progress is not None:
+            on_progress(int(np.count_nonzero(run.fates[:, -1] != Fate.NOT_EMITTED)), shots)
+        return self._result(run, raw_obs)
+
+    def _wait_for_room(self, run: _Run, tx: PacketSender) -> np.ndarray | None:
+        """Lockstep: wait for the decoder to take rounds; None once it is found unresponsive."""
+        deadline = time.monotonic_ns() + int(self.config.stall_timeout_s * 1e9)
+        while (slot := tx.reserve()) is None:
+            self._poll(run, 1e-4)
+            if run.aborted:
+                return None
+            if time.monotonic_ns() > deadline:
+                run.aborted = (
+                    f"decoder unresponsive: the bridge stayed full for {self.config.stall_timeout_s} s"
+                )
+                return None
+        return slot
+
+    def _poll(self, run: _Run, timeout_s: float) -> int:
+        """Take corrections that are ready; expire overdue shots. Returns shots resolved."""
+        n = self._rx.recv_into(self._rx_buf, self._rx_len, timeout_s=timeout_s)
+        resolved = 0
+        now = time.monotonic_ns()
+        for i in range(n):
+            resolved += self._take_correction(run, self._rx_buf[i], int(self._rx_len[i]), now)
+        while run.pending:
+            shot, deadline = next(iter(run.pending.items()))
+            if deadline > now:
+                break
+            del run.pending[shot]
+            self._settle(run, shot, Fate.LOST_TIMEOUT)
+            resolved += 1
+        stall_ns = int(self.config.stall_timeout_s * 1e9)
+        if run.pending and now - run.last_heard_ns > stall_ns and not run.aborted:
+            run.aborted = (
+                f"decoder unresponsive: no correction for {self.config.stall_timeout_s} s "
+                f"with {len(run.pending)} shots pending"
+            )
+        return resolved
+
+    def _settle(self, run: _Run, shot: int, fate: Fate) -> None:
+        row = run.fates[shot]
+        row[row == Fate.PENDING] = fate
+
+    def _take_correction(self, run: _Run, buf: np.ndarray, length: int, now: int) -> int:
+        f = self._fields
+        reason = Reason(parse_correction(buf, length, f))
+        if reason != Reason.OK:
+            run.rejections[reason.label] += 1
+            return 0
+        run.last_heard_ns = now
+        flags, n_obs, stream, status, n_frame, shot, _seq, t_fpga, t_rx, t_tx = (int(x) for x in f)
+        if flags & FLAG_END_OF_STREAM:
+            run.eos_acked = True
+            return 0
+        if stream != self.config.stream_id:
+            run.rejections[Reason.UNKNOWN_STREAM.label] += 1
+            return 0
+        if shot >= run.fates.shape[0] or run.fates[shot, 0] == Fate.NOT_EMITTED and shot not in run.pending:
+            run.rejections[Reason.UNKNOWN_SHOT.label] += 1
+            return 0
+        if shot not in run.pending:
+            run.rejections[Reason.DUPLICATE.label] += 1
+            return 0
+        o = CORRECTION_HEADER_SIZE
+        if status == CorrectionStatus.DECODED:
+            if n_obs != self.num_observables or _seq != run.last_seq[shot]:
+                run.rejections[Reason.BAD_LENGTH.label if n_obs != self.num_observables
+                               else Reason.BAD_FIELD.label] += 1  # fmt: skip
+                return 0
+            obs = np.unpackbits(buf[o : o + (n_obs + 7) // 8], count=n_obs, bitorder="little")
+            run.pred[shot] = obs
+            for k in np.flatnonzero(obs):
+                run.frame ^= 1 << int(k)
+            lat_cyc = self._cycles(now) - t_fpga
+            run.lat_ns[shot] = now - run.emit_ns[shot]
+            run.lat_cyc[shot] = lat_cyc
+            run.lat_last = lat_cyc
+            run.lat_max = max(run.lat_max, lat_cyc)
+            run.budget_misses += lat_cyc > self.config.budget_cycles
+            run.host_rx[shot], run.host_tx[shot] = t_rx, t_tx
+            self._settle(run, shot, Fate.DECODED)
+        elif status == CorrectionStatus.INCOMPLETE:
+            run.incomplete += 1
+            n_ob = (n_obs + 7) // 8
+            if n_frame != run.fates.shape[1]:
+                run.rejections[Reason.BAD_LENGTH.label] += 1
+                return 0
+            got = np.unpackbits(buf[o + n_ob : o + n_ob + (n_frame + 7) // 8], count=n_frame,
+                                bitorder="little").astype(np.bool_)  # fmt: skip
+            row = run.fates[shot]
+            pending = row == Fate.PENDING
+            row[pending & got] = Fate.LOST_SHOT_INCOMPLETE
+            row[pending & ~got] = Fate.LOST_IN_TRANSIT
+        else:
+            self._settle(run, shot, Fate.LOST_DECODER_ERROR)
+        del run.pending[shot]
+        run.accepted += 1
+        return 1
+
+    def _finish(self, run: _Run, tx: PacketSender) -> None:
+        """Send end-of-stream, wait for the last corrections, and settle every round."""
+        eos = np.zeros(64, dtype=np.uint8)
+        n = write_syndrome(eos, self.config.stream_id, 0, 0, run.seq, self._cycles(time.monotonic_ns()),
+                           FLAG_END_OF_STREAM, eos[:0], 0)  # fmt: skip
+        give_up = time.monotonic_ns() + int(self.config.stall_timeout_s * 1e9)
+        sent = tx.send(eos[:n], timeout_s=self.config.stall_timeout_s)
+        if sent:
+            run.seq += 1
+        while (run.pending or (sent and not run.eos_acked)) and time.monotonic_ns() < give_up:
+            if run.aborted and not run.pending:
+                break
+            self._poll(run, 1e-3)
+            if run.aborted == "interrupted":
+                # An interrupted run still collects what is already on its way, briefly.
+                give_up = min(give_up, time.monotonic_ns() + 200_000_000)
+        for shot in list(run.pending):
+            self._settle(run, shot, Fate.LOST_ABORTED if run.aborted else Fate.LOST_TIMEOUT)
+        run.pending.clear()
+        # Rounds of a shot cut off mid-way by an abort never got a correction either.
+        run.fates[run.fates == Fate.PENDING] = Fate.LOST_ABORTED
+        self._sync_registers(run)
+        status = 1 << 1 | (1 << 2 if run.aborted.startswith("decoder") else 0)
+        self.regs.set("STATUS", status | (1 << 3 if run.backpressure else 0))
+
+    def _sync_registers(self, run: _Run) -> None:
+        regs = self.regs
+        regs.set64("CYCLE", self._cycles(time.monotonic_ns()))
+        regs.set64("ROUNDS_EMITTED", run.seq)
+        regs.set64("SHOTS_DECODED", int(np.count_nonzero(run.lat_ns >= 0)))
+        regs.set("ROUNDS_BACKPRESSURE", run.backpressure)
+        for label, count in run.rejections.items():
+            name = f"CORR_{label.upper()}"
+            if any(r.name == name for r in regs):
+                regs.set(name, count)
+        regs.set("CORR_ACCEPTED", run.accepted)
+        last = run.fates[:, -1]
+        regs.set("SHOTS_INCOMPLETE", run.incomplete)
+        regs.set("SHOTS_DECODER_ERROR", int(np.count_nonzero(last == Fate.LOST_DECODER_ERROR)))
+        regs.set("SHOTS_TIMED_OUT", int(np.count_nonzero(last == Fate.LOST_TIMEOUT)))
+        regs.set("BUDGET_MISSES", run.budget_misses)
+        regs.set("LAT_LAST", run.lat_last)
+        regs.set("LAT_MAX", run.lat_max)
+        regs.set("LOGICAL_FRAME", run.frame)
+
+    def _result(self, run: _Run, raw_obs: np.ndarray) -> FrontEndResult:
+        pacing = None
+        if self.config.mode == "paced" and run.lags:
+            lags = np.asarray(run.lags, dtype=np.float64) * 1e-9
+            span = (run.last_emit - run.first_emit) * 1e-9
+            interval = span / (run.n_emit - 1) if run.n_emit > 1 else 0.0
+            pacing = PacingStats(
+                target_interval_s=self.config.round_time_s,
+                interval_s=interval,
+                lag_p50_s=float(np.percentile(lags, 50)),
+                lag_p99_s=float(np.percentile(lags, 99)),
+                lag_max_s=float(lags.max()),
+            )
+        return FrontEndResult(
+            mode=self.config.mode,
+            fates=run.fates,
+            predictions=run.pred,
+            raw_observables=raw_obs,
+            latency_ns=run.lat_ns,
+            latency_cycles=run.lat_cyc,
+            emit_ns=run.emit_ns,
+            host_rx_ns=run.host_rx,
+            host_tx_ns=run.host_tx,
+            budget_cycles=self.config.budget_cycles,
+            fabric_clock_hz=self.config.fabric_clock_hz,
+            wall_s=(time.monotonic_ns() - self._t0) * 1e-9,
+            pacing=pacing,
+            rejections=run.rejections,
+            registers=self.regs.snapshot(),
+            aborted=run.aborted,
+        )

@@ -1,0 +1,280 @@
+"""The decoder service: rounds in from the bridge, whole shots decoded, corrections out.
+
+One loop, one thread: take every packet that is ready, assemble, decode all
+shots that became ready in one ``decode_batch`` call (batching is free when
+the loop falls behind and costs nothing when it keeps up), and send one
+correction per shot. A shot that cannot complete gets an INCOMPLETE correction
+naming the rounds that arrived, so the front end knows at once why it is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import stim
+
+from qhil.bridge import (
+    FLAG_END_OF_STREAM,
+    CorrectionStatus,
+    PacketReceiver,
+    PacketSender,
+    TransportClosed,
+    correction_size,
+    write_correction,
+)
+from qhil.fpga import DetectorProgram
+from qhil.host._assembler import ShotAssembler
+from qhil.host._decoders import Decoder, make_decoder
+from qhil.host._stats import Percentiles
+
+__all__ = ["DecoderService", "HostStats", "ServiceConfig"]
+
+_STOP_REASONS = ("end_of_stream", "shutdown", "transport_closed")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """How the service assembles shots.
+
+    Attributes:
+        decoder: registered decoder name (see ``qhil info``).
+        num_streams: streams 0..num_streams-1 are served.
+        window: a shot is given up once a shot this many newer has arrived.
+        assembly_timeout_s: a shot is given up after being open this long.
+        eos_grace_s: after end-of-stream, how long late packets may still complete shots.
+        send_timeout_s: how long to wait for room to send a correction before
+            counting it ``corrections_unsent`` (the front end then times it out).
+    """
+
+    decoder: str = "pymatching"
+    num_streams: int = 1
+    window: int = 4
+    assembly_timeout_s: float = 0.05
+    eos_grace_s: float = 0.02
+    send_timeout_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_streams < 1 or self.window < 1:
+            raise ValueError("num_streams and window must be >= 1")
+        for name in ("assembly_timeout_s", "eos_grace_s", "send_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStats:
+    """The service's own account of a run.
+
+    ``counts`` holds the assembler's counters: every packet taken in appears
+    once, as ``rounds_accepted``, ``end_of_stream`` or a rejection reason.
+    ``service_ns`` is, per decoded shot, the time from its last round's
+    receipt to its correction being sent; ``decode_ns_per_shot`` is the
+    decoder's time divided evenly over each batch's shots.
+    """
+
+    decoder: str
+    stopped_by: str
+    counts: dict[str, int]
+    shots_decoded: int
+    shots_incomplete: int
+    shots_decoder_error: int
+    rounds_in_decoded: int
+    rounds_in_incomplete: int
+    rounds_in_decoder_error: int
+    rounds_open_at_exit: int
+    corrections_unsent: int
+    decode_calls: int
+    max_batch: int
+    service_ns: Percentiles
+    decode_ns_per_shot: Percentiles
+    first_decoder_error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stopped_by not in _STOP_REASONS:
+            raise ValueError(f"stopped_by must be one of {_STOP_REASONS}; got {self.stopped_by!r}")
+
+    def check_balanced(self) -> None:
+        """Raise unless every accepted round is in a decoded, incomplete or still-open shot."""
+        accounted = (self.rounds_in_decoded + self.rounds_in_incomplete
+                     + self.rounds_in_decoder_error + self.rounds_open_at_exit)  # fmt: skip
+        if accounted != self.counts["rounds_accepted"]:
+            raise AssertionError(
+                f"host ledger does not balance: accepted {self.counts['rounds_accepted']} rounds, "
+                f"accounted for {accounted}"
+            )
+
+
+class DecoderService:
+    """Serves one front end: assembles its rounds, decodes, answers every shot."""
+
+    def __init__(self, decoder: Decoder, program: DetectorProgram, *, config: ServiceConfig) -> None:
+        if decoder.num_detectors != program.num_detectors:
+            raise ValueError(
+                f"decoder expects {decoder.num_detectors} detectors; the stream carries "
+                f"{program.num_detectors}"
+            )
+        self.decoder = decoder
+        self.config = config
+        self.program = program
+
+    @classmethod
+    def from_circuit(cls, circuit: stim.Circuit, *, config: ServiceConfig) -> DecoderService:
+        return cls(make_decoder(config.decoder, circuit), DetectorProgram.from_circuit(circuit),
+                   config=config)  # fmt: skip
+
+    def serve(
+        self,
+        rx: PacketReceiver,
+        tx: PacketSender,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_ready: Callable[[], None] | None = None,
+    ) -> HostStats:
+        """Run until end-of-stream (and its grace), a stop request, or a closed transport."""
+        cfg = self.config
+        loop = _Loop(self, tx)
+        batch = 256
+        buf = np.zeros((batch, rx.max_packet), dtype=np.uint8)
+        lengths = np.zeros(batch, dtype=np.uint32)
+        asm = loop.asm
+        eos_at = 0
+        stopped_by = "end_of_stream"
+        if on_ready is not None:
+            on_ready()
+        while True:
+            try:
+                n = rx.recv_into(buf, lengths, timeout_s=2e-3)
+            except TransportClosed:
+                stopped_by = "transport_closed"
+                break
+            now = time.monotonic_ns()
+            if n:
+                ready = asm.add(buf, lengths, n, now)
+                if len(ready):
+                    loop.decode(ready)
+            if eos_at == 0 and asm.end_of_stream_seen:
+                eos_at = now
+            flush = eos_at and now - eos_at > cfg.eos_grace_s * 1e9
+            expired = asm.expired(now, flush=bool(flush))
+            if len(expired):
+                loop.give_up(expired)
+            if flush and asm.open_shots == 0:
+                loop.send_end_of_stream()
+                break
+            if n == 0 and should_stop():
+                stopped_by = "shutdown"
+                loop.give_up(asm.expired(now, flush=True))
+                break
+        return loop.stats(stopped_by)
+
+
+class _Loop:
+    """The service's mutable state for one ``serve`` call."""
+
+    def __init__(self, service: DecoderService, tx: PacketSender) -> None:
+        self.service = service
+        self.tx = tx
+        self.asm = ShotAssembler(
+            bits_per_round=service.program.bits_per_round,
+            num_streams=service.config.num_streams,
+            window=service.config.window,
+            timeout_s=service.config.assembly_timeout_s,
+        )
+        n_obs = service.decoder.num_observables
+        self.n_obs = n_obs
+        self.packet = np.zeros(correction_size(n_obs, self.asm.rounds) + 8, dtype=np.uint8)
+        self.empty = np.zeros(1, dtype=np.uint8)
+        self.decoded = self.incomplete = self.errors = 0
+        self.rounds_decoded = self.rounds_incomplete = self.rounds_error = 0
+        self.unsent = 0
+        self.calls = 0
+        self.max_batch = 0
+        self.service_ns: list[np.ndarray] = []
+        self.decode_ns: list[np.ndarray] = []
+        self.first_error = ""
+
+    def _send(self, length: int) -> None:
+        if not self.tx.send(self.packet[:length], timeout_s=self.service.config.send_timeout_s):
+            self.unsent += 1
+
+    def _correction(self, st: int, slot: int, status: int, obs: np.ndarray, n_obs: int,
+                    frame: np.ndarray, n_frame: int, flags: int = 0) -> None:  # fmt: skip
+        meta = self.asm.meta[st, slot]
+        n = write_correction(
+            self.packet, st, self.asm.shot(st, slot), meta[2], meta[3], status, flags,
+            obs, n_obs, frame, n_frame, meta[4] or meta[1], time.monotonic_ns(),
+        )  # fmt: skip
+        self._send(n)
+
+    def decode(self, ready: np.ndarray) -> None:
+        streams, slots = ready[:, 0], ready[:, 1]
+        dets = self.asm.dets[streams, slots]
+        t0 = time.monotonic_ns()
+        try:
+            obs = self.service.decoder.decode_batch(dets)
+            status = CorrectionStatus.DECODED
+        except Exception as ex:  # noqa: BLE001 - a decoder failure is reported per shot, never fatal
+            self.first_error = self.first_error or f"{type(ex).__name__}: {ex}"
+            obs = np.zeros((len(ready), 0), dtype=np.bool_)
+            status = CorrectionStatus.DECODER_ERROR
+        t1 = time.monotonic_ns()
+        self.calls += 1
+        self.max_batch = max(self.max_batch, len(ready))
+        packed = np.packbits(obs, axis=1, bitorder="little") if obs.shape[1] else None
+        n_obs = obs.shape[1]
+        for i, (st, slot) in enumerate(ready):
+            self._correction(st, slot, int(status), packed[i] if packed is not None else self.empty,
+                             n_obs, self.empty, 0)  # fmt: skip
+        done = time.monotonic_ns()
+        if status == CorrectionStatus.DECODED:
+            self.decoded += len(ready)
+            self.rounds_decoded += len(ready) * self.asm.rounds
+            self.service_ns.append(done - self.asm.meta[streams, slots, 4])
+            self.decode_ns.append(np.full(len(ready), (t1 - t0) // len(ready), dtype=np.int64))
+        else:
+            self.errors += len(ready)
+            self.rounds_error += len(ready) * self.asm.rounds
+        for st, slot in ready:
+            self.asm.close(st, slot)
+
+    def give_up(self, expired: np.ndarray) -> None:
+        for st, slot in expired:
+            got = self.asm.received[st, slot]
+            frame = np.packbits(got, bitorder="little")
+            self._correction(st, slot, int(CorrectionStatus.INCOMPLETE), self.empty, 0,
+                             frame, got.size)  # fmt: skip
+            self.incomplete += 1
+            self.rounds_incomplete += int(np.count_nonzero(got))
+            self.asm.close(st, slot)
+
+    def send_end_of_stream(self) -> None:
+        n = write_correction(self.packet, 0, 0, 0, 0, int(CorrectionStatus.DECODED),
+                             FLAG_END_OF_STREAM, self.empty, 0, self.empty, 0, 0,
+                             time.monotonic_ns())  # fmt: skip
+        self._send(n)
+
+    def stats(self, stopped_by: str) -> HostStats:
+        asm = self.asm
+        open_rounds = int(np.count_nonzero(asm.received[asm.slot_shot >= 0]))
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
+        return HostStats(
+            decoder=self.service.decoder.name,
+            stopped_by=stopped_by,
+            counts=asm.counts(),
+            shots_decoded=self.decoded,
+            shots_incomplete=self.incomplete,
+            shots_decoder_error=self.errors,
+            rounds_in_decoded=self.rounds_decoded,
+            rounds_in_incomplete=self.rounds_incomplete,
+            rounds_in_decoder_error=self.rounds_error,
+            rounds_open_at_exit=open_rounds,
+            corrections_unsent=self.unsent,
+            decode_calls=self.calls,
+            max_batch=self.max_batch,
+            service_ns=Percentiles.of(cat(self.service_ns)),
+            decode_ns_per_shot=Percentiles.of(cat(self.decode_ns)),
+            first_decoder_error=self.first_error,
+        )
