@@ -102,6 +102,13 @@ class CycleModel:
         self._rx_buf = np.zeros((_RX_BATCH, 256), dtype=np.uint8)
         self._rx_len = np.zeros(_RX_BATCH, dtype=np.uint32)
         self._fields = np.zeros(10, dtype=np.uint64)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile the numba encoder/parser now, with the argument types the run uses."""
+        scratch = np.zeros(64, dtype=np.uint8)
+        n = write_syndrome(scratch, 0, 0, 0, 0, 0, 0, scratch[:1], 0)
+        parse_correction(self._rx_buf[0], n, self._fields)
 
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, config: FrontEndConfig) -> CycleModel:

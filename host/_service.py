@@ -125,6 +125,19 @@ class DecoderService:
         return cls(make_decoder(config.decoder, circuit), DetectorProgram.from_circuit(circuit),
                    config=config)  # fmt: skip
 
+    def warm_up(self) -> None:
+        """Compile every numba path and run one decode, so the first real shot is not slow."""
+        from qhil.bridge._transport import packet_buffers
+
+        loop = _Loop(self, _NullSender())
+        buf, lengths = packet_buffers(1, 256)
+        loop.asm.add(buf, lengths, 1, 0)
+        loop.asm.expired(0)
+        ready = np.zeros((1, 2), dtype=np.int64)
+        loop.decode(ready)
+        loop.give_up(ready)
+        loop.send_end_of_stream()
+
     def serve(
         self,
         rx: PacketReceiver,
@@ -171,10 +184,19 @@ class DecoderService:
         return loop.stats(stopped_by)
 
 
+class _NullSender:
+    """Swallows packets; lets ``warm_up`` run the real send path with nowhere to send."""
+
+    max_packet = 252
+
+    def send(self, packet: np.ndarray, *, timeout_s: float) -> bool:
+        return True
+
+
 class _Loop:
     """The service's mutable state for one ``serve`` call."""
 
-    def __init__(self, service: DecoderService, tx: PacketSender) -> None:
+    def __init__(self, service: DecoderService, tx: PacketSender | _NullSender) -> None:
         self.service = service
         self.tx = tx
         self.asm = ShotAssembler(

@@ -1,0 +1,92 @@
+"""Acquire/release atomics on uint64 NumPy arrays, for Numba ``@njit`` code.
+
+The shared-memory ring (``_ring.py``) publishes slots between processes with
+two counters. Correctness needs *ordering*, not just atomicity: the consumer
+must see a slot's bytes once it sees the producer's ``head`` move, and the
+producer must not overwrite a slot before it sees the consumer's ``tail`` move.
+That is the acquire/release pairing:
+
+- ``store_release_u64(arr, i, v)``: every earlier load and store of this thread
+  becomes visible before the store of ``v``.
+- ``load_acquire_u64(arr, i)``: no later load or store of this thread is moved
+  before this load.
+
+They emit LLVM ``store atomic ... release`` / ``load atomic ... acquire`` on an
+8-byte-aligned word. On x86-64 (TSO) both compile to plain ``MOV`` plus a
+compiler barrier: the hardware already keeps stores in order and loads in
+order. On aarch64 they compile to ``STLR``/``LDAR``, which is what makes the ring
+correct under ARM's weaker memory model.
+
+Plain Python or NumPy writes to shared memory carry NO such guarantee on
+aarch64 (and NumPy may reorder or vectorise copies freely), so the ring's hot
+path lives in Numba functions that use these intrinsics.
+
+Both take a ``uint64`` 1-D array (any contiguity; indexed by element) and an
+integer element index; the index is not bounds-checked.
+
+>>> import numpy as np
+>>> from numba import njit
+>>> @njit
+... def bump(a):
+...     store_release_u64(a, 1, load_acquire_u64(a, 0) + 1)
+...     return load_acquire_u64(a, 1)
+>>> bump(np.array([41, 0], dtype=np.uint64))
+42
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["load_acquire_u64", "store_release_u64"]
+
+
+def _check_array(arr: Any) -> None:
+    if not isinstance(arr, types.Array) or arr.dtype != types.uint64 or arr.ndim != 1:
+        raise TypeError(
+            f"expected a 1-D uint64 array, got {arr}; view the buffer with "
+            "np.frombuffer(buf, dtype=np.uint64)"
+        )
+
+
+def _element_ptr(context: Any, builder: Any, aryty: Any, ary_val: Any, idx_val: Any) -> Any:
+    ary = context.make_array(aryty)(context, builder, ary_val)
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [idx_val])
+
+
+@intrinsic
+def load_acquire_u64(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Atomic acquire load of ``arr[idx]`` (``arr``: uint64 1-D, 8-byte aligned)."""
+    _check_array(arr)
+    if not isinstance(idx, types.Integer):
+        raise TypeError(f"index must be an integer, got {idx}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        aryty, idxty = sig.args
+        idx_val = context.cast(builder, args[1], idxty, types.intp)
+        ptr = _element_ptr(context, builder, aryty, args[0], idx_val)
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.uint64(arr, idx), codegen
+
+
+@intrinsic
+def store_release_u64(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
+    """Atomic release store of ``val`` into ``arr[idx]`` (``arr``: uint64 1-D, aligned)."""
+    _check_array(arr)
+    if not isinstance(idx, types.Integer) or not isinstance(val, types.Integer):
+        raise TypeError(f"index and value must be integers, got {idx} and {val}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        aryty, idxty, valty = sig.args
+        idx_val = context.cast(builder, args[1], idxty, types.intp)
+        value = context.cast(builder, args[2], valty, types.uint64)
+        ptr = _element_ptr(context, builder, aryty, args[0], idx_val)
+        builder.store_atomic(value, ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, val), codegen
