@@ -30,11 +30,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from qhil.bridge._ring import ShmRing, _check_geometry, _unique_name
 from qhil.bridge._transport import PacketReceiver, PacketSender, packet_buffers
 from qhil.bridge._zmq import ZmqLink, check_endpoint
 
-__all__ = ["SIDES", "TRANSPORTS", "Bridge", "BridgeSpec", "open_bridge", "packet_buffers"]
+__all__ = ["SIDES", "TRANSPORTS", "Bridge", "BridgeSpec", "open_bridge", "packet_buffers", "warm_up"]
 
 TRANSPORTS = ("shm", "zmq")
 SIDES = ("fpga", "host")
@@ -172,3 +174,19 @@ def _open_zmq(spec: BridgeSpec, side: str) -> Bridge:
     link = make(spec.endpoint, max_packet=spec.max_packet)
     spec = dataclasses.replace(spec, endpoint=link.endpoint)
     return Bridge(spec, side, link.sender(), link.receiver(), (link,))
+
+
+def warm_up() -> None:
+    """Run every ring hot path once on a private ring, so numba's compile or cache load
+    happens now and not on a run's first packets."""
+    from qhil.bridge._transport import packet_buffers
+
+    with ShmRing.create(n_slots=2, slot_size=64) as ring:
+        tx, rx = ring.sender(), ring.receiver()
+        out, lengths = packet_buffers(2, ring.max_packet)
+        slot = tx.reserve()
+        assert slot is not None
+        tx.commit(1)
+        tx.send(np.zeros(8, dtype=np.uint8), timeout_s=0.1)
+        rx.recv_into(out, lengths, timeout_s=0.1)
+        rx.recv_into(out, lengths, timeout_s=0.0)

@@ -1,1 +1,50 @@
-"""qhil.host"""
+"""qhil.host: the decoder service, the closed-loop runner, its configuration, report and CLI.
+
+- ``DecoderService``: rounds in from the bridge, shots assembled and decoded,
+  corrections out; ``Decoder`` is the interface a decoder plugs into.
+- ``run_loop``: the closed loop on one machine (front end here, decoder in a
+  spawned process); ``RunConfig``: its TOML/CLI configuration.
+- ``RunReport``: the measured outcome; ``main``: the ``qhil`` command.
+"""
+
+from __future__ import annotations
+
+from qhil.host._assembler import ShotAssembler
+from qhil.host._cli import main
+from qhil.host._config import ConfigError, RunConfig
+from qhil.host._decoders import (
+    DECODERS,
+    Decoder,
+    PyMatchingDecoder,
+    make_decoder,
+    register_decoder,
+)
+from qhil.host._export import save_run
+from qhil.host._report import RunReport, machine_description
+from qhil.host._runner import LoopOutcome, build_circuit, run_loop, write_outputs
+from qhil.host._service import DecoderService, HostStats, ServiceConfig
+from qhil.host._stats import Percentiles, wilson_interval
+
+__all__ = [
+    "DECODERS",
+    "ConfigError",
+    "Decoder",
+    "DecoderService",
+    "HostStats",
+    "LoopOutcome",
+    "Percentiles",
+    "PyMatchingDecoder",
+    "RunConfig",
+    "RunReport",
+    "ServiceConfig",
+    "ShotAssembler",
+    "build_circuit",
+    "machine_description",
+    "main",
+    "make_decoder",
+    "register_decoder",
+    "run_loop",
+    "save_run",
+    "wilson_interval",
+    "write_outputs",
+]

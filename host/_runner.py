@@ -25,7 +25,7 @@ import stim
 
 from qhil.bridge import PacketSender
 from qhil.bridge._faults import FaultInjector, InjectedFault
-from qhil.bridge._open import BridgeSpec, open_bridge
+from qhil.bridge._open import BridgeSpec, open_bridge, warm_up
 from qhil.fpga import CycleModel, FrontEndConfig, FrontEndResult
 from qhil.host._config import RunConfig
 from qhil.host._report import RunReport
@@ -96,6 +96,7 @@ def _service_main(circuit_text: str, config: RunConfig, spec: BridgeSpec,
     try:
         service = DecoderService.from_circuit(stim.Circuit(circuit_text), config=service_config(config))
         service.warm_up()
+        warm_up()
         bridge = open_bridge(spec, side="host")
         tx = _with_faults(bridge.tx, config, side=1)
         conn.send(("ready", None))
@@ -195,6 +196,7 @@ def run_loop(config: RunConfig, *, progress: bool = True, console: Any = None) -
     circuit = build_circuit(config)
     shots = sample_shots(circuit, shots=config.experiment.shots, seed=config.experiment.seed)
     model = CycleModel.from_circuit(circuit, config=frontend_config(config))
+    warm_up()
     spec = bridge_spec(config)
     bridge = open_bridge(spec, side="fpga") if spec.transport == "shm" else None
     child = None

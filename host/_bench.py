@@ -1,0 +1,123 @@
+"""``qhil bench``: timing the bridge alone and the whole loop. Benchmarks, never tests.
+
+- ``bridge``: round trip of one packet between two processes (ping on one
+  link, the peer echoes on the other), for the shared-memory ring and ZeroMQ
+  over ipc:// and tcp://127.0.0.1. Warm-up first, then one sample per packet.
+- ``loop``: the closed loop (cycle model, shm bridge, PyMatching) at several
+  distances with rounds = d, reporting reaction latency and how it splits into
+  transport and decoding.
+
+Results are dictionaries ready for JSON, each naming the machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from qhil.bridge._open import BridgeSpec, open_bridge
+from qhil.bridge._transport import TransportClosed, packet_buffers
+from qhil.host._config import RunConfig
+from qhil.host._report import machine_description
+from qhil.host._stats import Percentiles
+
+__all__ = ["bench_bridge", "bench_loop"]
+
+_PACKET = 48  # a d=5 syndrome packet is 47 bytes
+
+
+def _echo(spec: BridgeSpec) -> None:
+    bridge = open_bridge(spec, side="host")
+    buf, lengths = packet_buffers(64, spec.max_packet)
+    try:
+        while True:
+            n = bridge.rx.recv_into(buf, lengths, timeout_s=1.0)
+            for i in range(n):
+                if lengths[i] == 0:
+                    return
+                bridge.tx.send(buf[i, : lengths[i]], timeout_s=1.0)
+    except TransportClosed:
+        return
+    finally:
+        bridge.close()
+
+
+def _round_trips(spec: BridgeSpec, *, packets: int, warmup: int) -> np.ndarray:
+    ctx = multiprocessing.get_context("spawn")
+    fpga = open_bridge(spec, side="fpga") if spec.transport == "shm" else None
+    proc = ctx.Process(target=_echo, args=(fpga.spec if fpga else spec,), daemon=True)
+    proc.start()
+    if fpga is None:
+        fpga = open_bridge(spec, side="fpga")
+    buf, lengths = packet_buffers(4, spec.max_packet)
+    packet = np.arange(_PACKET, dtype=np.uint8)
+    rtt = np.zeros(packets, dtype=np.int64)
+    try:
+        for i in range(-warmup, packets):
+            t0 = time.perf_counter_ns()
+            if not fpga.tx.send(packet, timeout_s=5.0):
+                raise RuntimeError("bridge benchmark: the echo process stopped taking packets")
+            if fpga.rx.recv_into(buf, lengths, timeout_s=5.0) != 1:
+                raise RuntimeError("bridge benchmark: no echo within 5 s")
+            if i >= 0:
+                rtt[i] = time.perf_counter_ns() - t0
+        fpga.tx.send(packet[:0], timeout_s=1.0)  # empty packet: the echo process stops
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.terminate()
+        fpga.close()
+    return rtt
+
+
+def bench_bridge(*, packets: int = 20_000, warmup: int = 2_000) -> dict[str, Any]:
+    """Packet round trip (ping + echo) per transport, in microseconds."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = {
+            "shm ring": BridgeSpec(transport="shm", n_slots=256),
+            "zmq ipc://": BridgeSpec(transport="zmq", endpoint=f"ipc://{tmp}/bench.sock"),
+            "zmq tcp://127.0.0.1": BridgeSpec(transport="zmq", endpoint="tcp://127.0.0.1:45871"),
+        }
+        for label, spec in specs.items():
+            rtt = _round_trips(spec, packets=packets, warmup=warmup)
+            results[label] = Percentiles.of(rtt).scaled(1e-3).__dict__
+    return {"machine": machine_description(), "packet_bytes": _PACKET, "packets": packets,
+            "round_trip_us": results}  # fmt: skip
+
+
+def bench_loop(*, distances: tuple[int, ...] = (3, 5, 7), shots: int = 10_000,
+               p: float = 0.003) -> dict[str, Any]:  # fmt: skip
+    """The closed loop per distance (rounds = d); latency split into transport and decoding."""
+    from qhil.host._runner import run_loop
+
+    rows = []
+    for d in distances:
+        cfg = RunConfig().with_overrides({
+            "experiment.distance": d, "experiment.rounds": d, "experiment.shots": shots,
+            "experiment.p": p,
+        })  # fmt: skip
+        report = run_loop(cfg, progress=False).report
+        lat = report.latency_us
+        rows.append({
+            "distance": d, "rounds": d, "shots_decoded": report.shots_decoded,
+            "rounds_lost": sum(report.rounds_lost.values()),
+            "ler": report.logical_error_rate,
+            "latency_us": lat.__dict__,
+            "latency_cycles_p50": report.latency_cycles.p50,
+            "transport_out_us": report.transport_out_us.__dict__,
+            "service_us": report.service_us.__dict__,
+            "transport_back_us": report.transport_back_us.__dict__,
+            "decode_us_per_shot": report.decode_us_per_shot.__dict__,
+            "transport_share_p50": (report.transport_out_us.p50 + report.transport_back_us.p50)
+            / lat.p50 if lat.p50 else 0.0,
+            "decode_share_p50": report.decode_us_per_shot.p50 / lat.p50 if lat.p50 else 0.0,
+            "rounds_per_s": report.rounds_per_s,
+            "budget_miss_fraction": report.budget_miss_fraction,
+        })  # fmt: skip
+    return {"machine": machine_description(), "mode": "lockstep, 1 shot in flight",
+            "noise": f"stim-depolarizing p={p}", "rows": rows}  # fmt: skip

@@ -1,0 +1,175 @@
+"""The ``qhil`` command line: ``run``, ``serve``, ``info`` and ``bench``.
+
+``main(command_line_args=[...])`` runs in-process, so tests drive the CLI
+without a subprocess. Errors in input (bad flags, bad config, missing files)
+print one line naming the problem and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qhil.host._config import ConfigError, RunConfig
+
+__all__ = ["main"]
+
+# CLI flag -> (config key, type). Flags left unset keep the config file's value.
+_OVERRIDES: dict[str, tuple[str, type]] = {
+    "distance": ("experiment.distance", int),
+    "rounds": ("experiment.rounds", int),
+    "basis": ("experiment.basis", str),
+    "noise": ("experiment.noise", str),
+    "p": ("experiment.p", float),
+    "shots": ("experiment.shots", int),
+    "seed": ("experiment.seed", int),
+    "mode": ("frontend.mode", str),
+    "round_time_us": ("frontend.round_time_us", float),
+    "budget_us": ("frontend.budget_us", float),
+    "max_in_flight": ("frontend.max_in_flight", int),
+    "correction_timeout_s": ("frontend.correction_timeout_s", float),
+    "stall_timeout_s": ("frontend.stall_timeout_s", float),
+    "transport": ("bridge.transport", str),
+    "endpoint": ("bridge.endpoint", str),
+    "n_slots": ("bridge.n_slots", int),
+    "fault_rate": ("bridge.fault_rate", float),
+    "fault_seed": ("bridge.fault_seed", int),
+    "decoder": ("decoder.name", str),
+    "out": ("output.dir", str),
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file; flags override its values")
+    for flag, (key, kind) in _OVERRIDES.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None,
+                       help=f"sets {key}")  # fmt: skip
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    base = RunConfig.load(args.config) if args.config else RunConfig()
+    overrides = {key: getattr(args, flag) for flag, (key, _) in _OVERRIDES.items()
+                 if getattr(args, flag, None) is not None}  # fmt: skip
+    if getattr(args, "save", None):
+        overrides["output.save"] = True
+    return base.with_overrides(overrides)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qhil", description="Real-time QEC decoding loop.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the closed loop (cycle model + bridge + decoder)")
+    _add_config_flags(run)
+    run.add_argument("--save", type=Path, help="also export circuit, shots, predictions, latencies")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    serve = sub.add_parser("serve", help="run only the decoder service (e.g. for a remote front end)")
+    _add_config_flags(serve)
+    serve.add_argument("--bridge-name", default="", help="shm: name prefix of the front end's rings")
+    sub.add_parser("info", help="report GPU, board, backends and versions found")
+    bench = sub.add_parser("bench", help="timing benchmarks (bridge alone, whole loop)")
+    bench.add_argument("what", choices=("bridge", "loop", "all"))
+    bench.add_argument("--out", type=Path, help="write results as JSON here")
+    bench.add_argument("--shots", type=int, default=10_000)
+    bench.add_argument("--packets", type=int, default=20_000)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from qhil.host._export import save_run
+    from qhil.host._render import print_summary
+    from qhil.host._runner import run_loop, write_outputs
+
+    cfg = _config(args)
+    console = Console(stderr=args.json)
+    outcome = run_loop(cfg, progress=not args.no_progress, console=console)
+    out_dir = Path(cfg.output.dir)
+    paths = write_outputs(outcome, out_dir)
+    if args.save:
+        paths += save_run(args.save, circuit=outcome.circuit, shots=outcome.shots, result=outcome.result)
+    if args.json:
+        print(outcome.report.to_json(), flush=True)
+    else:
+        print_summary(outcome.report, console=console)
+        console.print(f"wrote {', '.join(str(p) for p in paths[:2])}"
+                      + (f" and {len(paths) - 2} files in {args.save}" if args.save else ""))  # fmt: skip
+    return 1 if outcome.report.aborted and outcome.report.aborted != "interrupted" else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from qhil.bridge._open import BridgeSpec, open_bridge, warm_up
+    from qhil.host._runner import build_circuit, service_config
+    from qhil.host._service import DecoderService
+
+    cfg = _config(args)
+    b = cfg.bridge
+    spec = BridgeSpec(transport=b.transport, n_slots=b.n_slots, slot_size=b.slot_size,
+                      endpoint=b.endpoint, name=args.bridge_name)  # fmt: skip
+    if b.transport == "shm" and not args.bridge_name:
+        raise ConfigError("serve over shm needs --bridge-name (the front end's ring name prefix)")
+    service = DecoderService.from_circuit(build_circuit(cfg), config=service_config(cfg))
+    service.warm_up()
+    warm_up()
+    stop = [False]
+    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
+    with open_bridge(spec, side="host") as bridge:
+        print(f"qhil serve: {service.decoder.name} on {b.transport} {b.endpoint or args.bridge_name}; "
+              "Ctrl-C stops", flush=True)  # fmt: skip
+        stats = service.serve(bridge.rx, bridge.tx, should_stop=lambda: stop[0])
+    print(json.dumps(dataclasses.asdict(stats), indent=2), flush=True)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from qhil.host._info import probe_environment
+
+    env = probe_environment()
+    print(f"machine:    {env.machine} (Python {env.python})")
+    print(f"GPU:        {'yes' if env.gpu else 'no'} - {env.gpu_reason}")
+    print(f"board:      {'yes' if env.board else 'no'} - {env.board_reason}")
+    print(f"front end:  {env.frontend}")
+    print(f"transports: {', '.join(env.transports)}")
+    print(f"decoders:   {', '.join(env.decoders)}")
+    print(f"numba:      {env.numba_threads} threads")
+    for name, version in env.versions.items():
+        print(f"  {name:14s} {version}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from qhil.host._bench import bench_bridge, bench_loop
+
+    results: dict[str, Any] = {}
+    if args.what in ("bridge", "all"):
+        results["bridge"] = bench_bridge(packets=args.packets)
+        print(json.dumps(results["bridge"], indent=2), flush=True)
+    if args.what in ("loop", "all"):
+        results["loop"] = bench_loop(shots=args.shots)
+        print(json.dumps(results["loop"], indent=2), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def main(*, command_line_args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qhil`` command; returns the exit status."""
+    args = _parser().parse_args(command_line_args)
+    commands = {"run": _cmd_run, "serve": _cmd_serve, "info": _cmd_info, "bench": _cmd_bench}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, ValueError, FileNotFoundError) as ex:
+        print(f"qhil {args.command}: error: {ex}", file=sys.stderr, flush=True)
+        return 2
+    except RuntimeError as ex:
+        print(f"qhil {args.command}: failed: {ex}", file=sys.stderr, flush=True)
+        return 1
+
