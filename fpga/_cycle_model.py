@@ -38,6 +38,7 @@ from qhil.bridge import (
     PacketReceiver,
     PacketSender,
     Reason,
+    TransportClosed,
     parse_correction,
     write_syndrome,
 )
@@ -71,6 +72,7 @@ class _Run:
         self.rejections = {r.label: 0 for r in Reason if r != Reason.OK}
         self.seq = 0
         self.backpressure = 0
+        self.last_backpressure_ns = 0
         self.budget_misses = 0
         self.lat_max = 0
         self.lat_last = 0
@@ -79,6 +81,7 @@ class _Run:
         self.accepted = 0
         self.incomplete = 0
         self.eos_acked = False
+        self.link_closed = False
         self.aborted = ""
         self.lags: list[int] = []
         self.first_emit = 0
@@ -177,6 +180,7 @@ class CycleModel:
                 if slot is None:  # paced only: hardware cannot wait for the bridge
                     run.fates[shot, r] = Fate.LOST_BACKPRESSURE
                     run.backpressure += 1
+                    run.last_backpressure_ns = t
                 else:
                     cyc = self._cycles(t)
                     n = write_syndrome(slot, cfg.stream_id, shot, r, run.seq, cyc, flags,
@@ -193,7 +197,8 @@ class CycleModel:
                 g += 1
             if run.aborted:
                 break
-            run.pending[shot] = run.emit_ns[shot] + timeout_ns
+            if run.emit_ns[shot]:  # a shot with every round dropped awaits no correction
+                run.pending[shot] = run.emit_ns[shot] + timeout_ns
             resolved += self._poll(run, 0.0)
             while not paced and len(run.pending) >= cfg.max_in_flight and not run.aborted:
                 resolved += self._poll(run, 1e-3)
@@ -228,8 +233,17 @@ class CycleModel:
 
     def _poll(self, run: _Run, timeout_s: float) -> int:
         """Take corrections that are ready; expire overdue shots. Returns shots resolved."""
-        n = self._rx.recv_into(self._rx_buf, self._rx_len, timeout_s=timeout_s)
         resolved = 0
+        n = 0
+        if not run.link_closed:
+            try:
+                n = self._rx.recv_into(self._rx_buf, self._rx_len, timeout_s=timeout_s)
+            except TransportClosed:
+                # The decoder ended its stream: no correction can come any more, so
+                # every pending shot has already missed it.
+                run.link_closed = True
+                for shot in run.pending:
+                    run.pending[shot] = 0
         now = time.monotonic_ns()
         for i in range(n):
             resolved += self._take_correction(run, self._rx_buf[i], int(self._rx_len[i]), now)
@@ -241,10 +255,15 @@ class CycleModel:
             self._settle(run, shot, Fate.LOST_TIMEOUT)
             resolved += 1
         stall_ns = int(self.config.stall_timeout_s * 1e9)
-        if run.pending and now - run.last_heard_ns > stall_ns and not run.aborted:
+        if run.link_closed and not run.eos_acked and not run.aborted:
+            run.aborted = "decoder closed the link before the end of the stream"
+        # Unresponsive: silent for the stall timeout while it owed us corrections, or
+        # while the bridge was full (a dead decoder stops taking rounds too).
+        owed = run.pending or run.last_backpressure_ns > run.last_heard_ns
+        if owed and now - run.last_heard_ns > stall_ns and not run.aborted:
             run.aborted = (
                 f"decoder unresponsive: no correction for {self.config.stall_timeout_s} s "
-                f"with {len(run.pending)} shots pending"
+                f"with {len(run.pending)} shots pending and {run.backpressure} rounds dropped"
             )
         return resolved
 
@@ -317,7 +336,9 @@ class CycleModel:
         sent = tx.send(eos[:n], timeout_s=self.config.stall_timeout_s)
         if sent:
             run.seq += 1
-        while (run.pending or (sent and not run.eos_acked)) and time.monotonic_ns() < give_up:
+        while (run.pending or (sent and not run.eos_acked and not run.link_closed)) and (
+            time.monotonic_ns() < give_up
+        ):
             if run.aborted and not run.pending:
                 break
             self._poll(run, 1e-3)
