@@ -12,13 +12,13 @@ def _gpu_reason() -> str | None:
     """None when a usable NVIDIA GPU is present, else why not."""
     try:
         import cupy  # type: ignore[import-not-found]
-    except Exception as ex:  # noqa: BLE001 - any import failure means no GPU path
+    except Exception as ex:
         return f"CuPy is not importable ({type(ex).__name__}); install the 'gpu' extra"
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "no CUDA device found"
         cupy.zeros(1)  # CuPy imports on GPU-less machines but cannot allocate
-    except Exception as ex:  # noqa: BLE001
+    except Exception as ex:
         return f"CUDA device unusable: {ex}"
     return None
 

@@ -36,8 +36,10 @@ integer element index; the index is not bounds-checked.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
+import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -59,7 +61,7 @@ def _element_ptr(context: Any, builder: Any, aryty: Any, ary_val: Any, idx_val: 
 
 
 @intrinsic
-def load_acquire_u64(typingctx: Any, arr: Any, idx: Any) -> Any:
+def _load_acquire_u64(typingctx: Any, arr: Any, idx: Any) -> Any:
     """Atomic acquire load of ``arr[idx]`` (``arr``: uint64 1-D, 8-byte aligned)."""
     _check_array(arr)
     if not isinstance(idx, types.Integer):
@@ -75,7 +77,7 @@ def load_acquire_u64(typingctx: Any, arr: Any, idx: Any) -> Any:
 
 
 @intrinsic
-def store_release_u64(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
+def _store_release_u64(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
     """Atomic release store of ``val`` into ``arr[idx]`` (``arr``: uint64 1-D, aligned)."""
     _check_array(arr)
     if not isinstance(idx, types.Integer) or not isinstance(val, types.Integer):
@@ -90,3 +92,8 @@ def store_release_u64(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
         return context.get_dummy_value()
 
     return types.none(arr, idx, val), codegen
+
+
+# As called from njit code: numba supplies typingctx, so callers pass (arr, idx[, val]).
+load_acquire_u64: Callable[[np.ndarray, int], int] = cast(Any, _load_acquire_u64)
+store_release_u64: Callable[[np.ndarray, int, int], None] = cast(Any, _store_release_u64)

@@ -37,7 +37,7 @@ _TABLE = _make_table()
 
 
 @numba.njit(cache=True, nogil=True)
-def _crc32(data: np.ndarray, n: int, table: np.ndarray) -> int:
+def _crc32(data: np.ndarray, n: int, table: np.ndarray) -> np.uint32:
     c = np.uint32(0xFFFFFFFF)
     for i in range(n):
         c = table[(c ^ data[i]) & 0xFF] ^ (c >> np.uint32(8))
@@ -45,7 +45,7 @@ def _crc32(data: np.ndarray, n: int, table: np.ndarray) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def crc32(data: np.ndarray, n: int) -> int:
+def crc32(data: np.ndarray, n: int) -> np.uint32:
     """CRC-32 of ``data[:n]``.
 
     Args:

@@ -30,6 +30,7 @@ import collections
 import dataclasses
 
 import numpy as np
+
 from qhil.bridge._transport import Backoff, PacketSender, as_packet
 
 __all__ = ["KINDS", "FaultInjector", "InjectedFault"]

@@ -36,7 +36,15 @@ from qhil.bridge._ring import ShmRing, _check_geometry, _unique_name
 from qhil.bridge._transport import PacketReceiver, PacketSender, packet_buffers
 from qhil.bridge._zmq import ZmqLink, check_endpoint
 
-__all__ = ["SIDES", "TRANSPORTS", "Bridge", "BridgeSpec", "open_bridge", "packet_buffers", "warm_up"]
+__all__ = [
+    "SIDES",
+    "TRANSPORTS",
+    "Bridge",
+    "BridgeSpec",
+    "open_bridge",
+    "packet_buffers",
+    "warm_up",
+]
 
 TRANSPORTS = ("shm", "zmq")
 SIDES = ("fpga", "host")

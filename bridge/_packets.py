@@ -7,8 +7,10 @@ records wrap the same functions, so both always agree on the bytes.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import numpy as np
+import numpy.typing as npt
 
 from qhil.bridge._wire import (
     CORRECTION_HEADER_SIZE,
@@ -49,7 +51,7 @@ def _as_u8(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     return np.frombuffer(bytes(data), dtype=np.uint8)
 
 
-def _bits(value: np.ndarray | list[bool] | tuple[bool, ...], name: str) -> np.ndarray:
+def _bits(value: npt.ArrayLike, name: str) -> np.ndarray:
     bits = np.asarray(value)
     if bits.ndim != 1:
         raise ValueError(f"{name} must be 1-D; got shape {bits.shape}")
@@ -58,10 +60,17 @@ def _bits(value: np.ndarray | list[bool] | tuple[bool, ...], name: str) -> np.nd
             raise ValueError(f"{name} must hold only 0/1 values")
         bits = bits.astype(np.bool_)
     if bits.size > _MAX_BITS:
-        raise ValueError(f"{name} holds {bits.size} bits; the wire format carries at most {_MAX_BITS}")
+        raise ValueError(
+            f"{name} holds {bits.size} bits; the wire format carries at most {_MAX_BITS}"
+        )
     bits = bits.copy()
     bits.flags.writeable = False
     return bits
+
+
+def _a(stored: npt.ArrayLike) -> np.ndarray:
+    """A record's bit field as the ndarray ``__post_init__`` stored it."""
+    return typing.cast(np.ndarray, stored)
 
 
 def _check_range(name: str, value: int, limit: int) -> None:
@@ -101,7 +110,7 @@ class SyndromePacket:
     round: int
     seq: int
     t_fpga: int
-    bits: np.ndarray
+    bits: npt.ArrayLike  # stored as a read-only bool ndarray
     flags: int = 0
 
     def __post_init__(self) -> None:
@@ -118,7 +127,7 @@ class SyndromePacket:
         return self._key() == other._key() and np.array_equal(self.bits, other.bits)
 
     def __hash__(self) -> int:
-        return hash((self._key(), self.bits.tobytes()))
+        return hash((self._key(), _a(self.bits).tobytes()))
 
     def _key(self) -> tuple[int, ...]:
         return (self.stream_id, self.shot, self.round, self.seq, self.t_fpga, self.flags)
@@ -136,12 +145,19 @@ class SyndromePacket:
         return bool(self.flags & FLAG_END_OF_STREAM)
 
     def encode(self) -> bytes:
-        out = np.zeros(syndrome_size(self.bits.size), dtype=np.uint8)
+        out = np.zeros(syndrome_size(_a(self.bits).size), dtype=np.uint8)
         u = np.uint64  # numba types a Python int >= 2**63 as int64 and overflows
         n = write_syndrome(
-            out, u(self.stream_id), u(self.shot), u(self.round), u(self.seq), u(self.t_fpga),
-            self.flags, _pack(self.bits), self.bits.size,
-        )  # fmt: skip
+            out,
+            u(self.stream_id),
+            u(self.shot),
+            u(self.round),
+            u(self.seq),
+            u(self.t_fpga),
+            self.flags,
+            _pack(_a(self.bits)),
+            _a(self.bits).size,
+        )
         return out[:n].tobytes()
 
     @classmethod
@@ -155,9 +171,14 @@ class SyndromePacket:
         flags, n_bits, stream_id, rnd, shot, seq, t_fpga = (int(f) for f in fields)
         payload = buf[SYNDROME_HEADER_SIZE : SYNDROME_HEADER_SIZE + (n_bits + 7) // 8]
         return cls(
-            stream_id=stream_id, shot=shot, round=rnd, seq=seq, t_fpga=t_fpga,
-            bits=_unpack(payload, n_bits), flags=flags,
-        )  # fmt: skip
+            stream_id=stream_id,
+            shot=shot,
+            round=rnd,
+            seq=seq,
+            t_fpga=t_fpga,
+            bits=_unpack(payload, n_bits),
+            flags=flags,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +200,9 @@ class CorrectionPacket:
     shot: int
     seq: int
     t_fpga: int
-    obs: np.ndarray
+    obs: npt.ArrayLike  # stored as a read-only bool ndarray
     status: CorrectionStatus = CorrectionStatus.DECODED
-    frame: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.bool_))
+    frame: npt.ArrayLike = dataclasses.field(default_factory=lambda: np.zeros(0, np.bool_))
     t_host_rx: int = 0
     t_host_tx: int = 0
     flags: int = 0
@@ -201,9 +222,15 @@ class CorrectionPacket:
 
     def _key(self) -> tuple[int, ...]:
         return (
-            self.stream_id, self.shot, self.seq, self.t_fpga, int(self.status),
-            self.t_host_rx, self.t_host_tx, self.flags,
-        )  # fmt: skip
+            self.stream_id,
+            self.shot,
+            self.seq,
+            self.t_fpga,
+            int(self.status),
+            self.t_host_rx,
+            self.t_host_tx,
+            self.flags,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CorrectionPacket):
@@ -215,16 +242,26 @@ class CorrectionPacket:
         )
 
     def __hash__(self) -> int:
-        return hash((self._key(), self.obs.tobytes(), self.frame.tobytes()))
+        return hash((self._key(), _a(self.obs).tobytes(), _a(self.frame).tobytes()))
 
     def encode(self) -> bytes:
-        out = np.zeros(correction_size(self.obs.size, self.frame.size), dtype=np.uint8)
+        out = np.zeros(correction_size(_a(self.obs).size, _a(self.frame).size), dtype=np.uint8)
         u = np.uint64
         n = write_correction(
-            out, u(self.stream_id), u(self.shot), u(self.seq), u(self.t_fpga), int(self.status),
-            self.flags, _pack(self.obs), self.obs.size, _pack(self.frame), self.frame.size,
-            u(self.t_host_rx), u(self.t_host_tx),
-        )  # fmt: skip
+            out,
+            u(self.stream_id),
+            u(self.shot),
+            u(self.seq),
+            u(self.t_fpga),
+            int(self.status),
+            self.flags,
+            _pack(_a(self.obs)),
+            _a(self.obs).size,
+            _pack(_a(self.frame)),
+            _a(self.frame).size,
+            u(self.t_host_rx),
+            u(self.t_host_tx),
+        )
         return out[:n].tobytes()
 
     @classmethod
@@ -241,8 +278,14 @@ class CorrectionPacket:
         o = CORRECTION_HEADER_SIZE
         n_ob = (n_obs + 7) // 8
         return cls(
-            stream_id=stream_id, shot=shot, seq=seq, t_fpga=t_fpga,
-            obs=_unpack(buf[o : o + n_ob], n_obs), status=CorrectionStatus(status),
+            stream_id=stream_id,
+            shot=shot,
+            seq=seq,
+            t_fpga=t_fpga,
+            obs=_unpack(buf[o : o + n_ob], n_obs),
+            status=CorrectionStatus(status),
             frame=_unpack(buf[o + n_ob : o + n_ob + (n_frame + 7) // 8], n_frame),
-            t_host_rx=t_rx, t_host_tx=t_tx, flags=flags,
-        )  # fmt: skip
+            t_host_rx=t_rx,
+            t_host_tx=t_tx,
+            flags=flags,
+        )

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 from numba import njit
+
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
 from qhil.bridge._transport import Backoff, TransportClosed, as_packet, check_recv_buffers
 

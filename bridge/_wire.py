@@ -51,6 +51,7 @@ tools and tests.
 from __future__ import annotations
 
 import enum
+from typing import Any, TypeAlias
 
 import numba
 import numpy as np
@@ -135,6 +136,10 @@ class CorrectionStatus(enum.IntEnum):
 
 _MAX_STATUS = int(max(CorrectionStatus))
 
+# Integer arguments of the numba encoders: Python ints, or numpy ints such as
+# np.uint64 (numba types a Python int >= 2**63 as int64 and overflows).
+Int: TypeAlias = "int | np.integer[Any]"
+
 
 def syndrome_size(n_bits: int) -> int:
     """Bytes in a syndrome packet carrying ``n_bits`` detection events.
@@ -155,7 +160,7 @@ def correction_size(n_obs: int, n_frame: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _put(buf: np.ndarray, offset: int, value: int, width: int) -> None:
+def _put(buf: np.ndarray, offset: int, value: Int, width: int) -> None:
     v = np.uint64(value)
     for i in range(width):
         buf[offset + i] = np.uint8((v >> np.uint64(8 * i)) & np.uint64(0xFF))
@@ -172,14 +177,14 @@ def _get(buf: np.ndarray, offset: int, width: int) -> np.uint64:
 @numba.njit(cache=True, nogil=True)
 def write_syndrome(
     out: np.ndarray,
-    stream_id: int,
-    shot: int,
-    round_index: int,
-    seq: int,
-    t_fpga: int,
-    flags: int,
+    stream_id: Int,
+    shot: Int,
+    round_index: Int,
+    seq: Int,
+    t_fpga: Int,
+    flags: Int,
     payload: np.ndarray,
-    n_bits: int,
+    n_bits: Int,
 ) -> int:
     """Encode a syndrome packet into ``out``; returns its length in bytes.
 
@@ -264,18 +269,18 @@ def parse_syndrome(buf: np.ndarray, length: int, fields: np.ndarray) -> int:
 @numba.njit(cache=True, nogil=True)
 def write_correction(
     out: np.ndarray,
-    stream_id: int,
-    shot: int,
-    seq: int,
-    t_fpga: int,
-    status: int,
-    flags: int,
+    stream_id: Int,
+    shot: Int,
+    seq: Int,
+    t_fpga: Int,
+    status: Int,
+    flags: Int,
     obs: np.ndarray,
-    n_obs: int,
+    n_obs: Int,
     frame: np.ndarray,
-    n_frame: int,
-    t_host_rx: int,
-    t_host_tx: int,
+    n_frame: Int,
+    t_host_rx: Int,
+    t_host_tx: Int,
 ) -> int:
     """Encode a correction packet into ``out``; returns its length in bytes.
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+
 from qhil.bridge._transport import TransportClosed, as_packet, check_recv_buffers
 
 __all__ = ["SCHEMES", "ZmqLink"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from qhil.bridge._faults import KINDS, FaultInjector, InjectedFault
 from qhil.bridge._transport import PacketSender
 

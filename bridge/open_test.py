@@ -5,6 +5,7 @@ import importlib
 import multiprocessing as mp
 
 import pytest
+
 from qhil.bridge._open import Bridge, BridgeSpec, open_bridge
 from qhil.bridge._ring import ShmRing
 from qhil.bridge._transport import TransportClosed, packet_buffers

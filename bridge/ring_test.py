@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 from numba.core.errors import TypingError
+
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
 from qhil.bridge._ring import ShmRing
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers

@@ -25,14 +25,28 @@ u64 = st.integers(0, 2**64 - 1)
 bits = st.lists(st.booleans(), max_size=300).map(lambda b: np.array(b, dtype=np.bool_))
 
 syndromes = st.builds(
-    SyndromePacket, stream_id=u32, shot=u64, round=u32, seq=u64, t_fpga=u64, bits=bits,
+    SyndromePacket,
+    stream_id=u32,
+    shot=u64,
+    round=u32,
+    seq=u64,
+    t_fpga=u64,
+    bits=bits,
     flags=st.integers(0, 255),
-)  # fmt: skip
+)
 corrections = st.builds(
-    CorrectionPacket, stream_id=u32, shot=u64, seq=u64, t_fpga=u64, obs=bits,
-    status=st.sampled_from(list(CorrectionStatus)), frame=bits, t_host_rx=u64, t_host_tx=u64,
+    CorrectionPacket,
+    stream_id=u32,
+    shot=u64,
+    seq=u64,
+    t_fpga=u64,
+    obs=bits,
+    status=st.sampled_from(list(CorrectionStatus)),
+    frame=bits,
+    t_host_rx=u64,
+    t_host_tx=u64,
     flags=st.integers(0, 255),
-)  # fmt: skip
+)
 
 
 def _parse_any(data: bytes) -> int:
@@ -51,9 +65,14 @@ def test_crc_matches_zlib() -> None:
 
 def test_layout_is_little_endian_lsb_first() -> None:
     p = SyndromePacket(
-        stream_id=0x01020304, shot=5, round=6, seq=7, t_fpga=8,
-        bits=[1, 0, 0, 0, 0, 0, 0, 0, 0, 1], flags=FLAG_LAST_ROUND,
-    )  # fmt: skip
+        stream_id=0x01020304,
+        shot=5,
+        round=6,
+        seq=7,
+        t_fpga=8,
+        bits=[1, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        flags=FLAG_LAST_ROUND,
+    )
     data = p.encode()
     assert data[:4] == b"QSYN" and data[4] == 1 and data[5] == FLAG_LAST_ROUND
     assert data[6:8] == (10).to_bytes(2, "little")
@@ -90,7 +109,9 @@ def test_random_bytes_never_crash(data: bytes) -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(syndromes, corrections), st.data())
-def test_any_single_bit_flip_is_rejected(p: SyndromePacket | CorrectionPacket, data: st.DataObject) -> None:
+def test_any_single_bit_flip_is_rejected(
+    p: SyndromePacket | CorrectionPacket, data: st.DataObject
+) -> None:
     raw = bytearray(p.encode())
     i = data.draw(st.integers(0, len(raw) - 1))
     raw[i] ^= 1 << data.draw(st.integers(0, 7))
@@ -99,7 +120,9 @@ def test_any_single_bit_flip_is_rejected(p: SyndromePacket | CorrectionPacket, d
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(syndromes, corrections), st.data())
-def test_truncation_and_padding_are_rejected(p: SyndromePacket | CorrectionPacket, data: st.DataObject) -> None:
+def test_truncation_and_padding_are_rejected(
+    p: SyndromePacket | CorrectionPacket, data: st.DataObject
+) -> None:
     raw = p.encode()
     cut = data.draw(st.integers(0, len(raw) - 1))
     assert _parse_any(raw[:cut]) in (Reason.TRUNCATED, Reason.BAD_MAGIC)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
 from qhil.bridge._zmq import ZmqLink
 

@@ -1,4 +1,6 @@
-"""qhil.fpga: the front end. A software cycle model now; RTL and a PYNQ driver share its register map.
+"""qhil.fpga: the front end.
+
+A software cycle model now; RTL and a PYNQ driver will share its register map.
 
 - ``CycleModel``: round clock, detection events, packetizer, correction
   receiver, cycle counter and budget check, in software.

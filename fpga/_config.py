@@ -50,9 +50,16 @@ class FrontEndConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {self.mode!r}")
-        for name in ("fabric_clock_hz", "round_time_s", "budget_s", "correction_timeout_s",
-                     "stall_timeout_s"):  # fmt: skip
+            raise ValueError(
+                f"mode must be one of {', '.join(map(repr, MODES))}; got {self.mode!r}"
+            )
+        for name in (
+            "fabric_clock_hz",
+            "round_time_s",
+            "budget_s",
+            "correction_timeout_s",
+            "stall_timeout_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)!r}")
         if self.correction_timeout_s > self.stall_timeout_s:

@@ -68,7 +68,9 @@ class _Run:
         self.last_seq = np.zeros(shots, dtype=np.int64)
         self.host_rx = np.zeros(shots, dtype=np.int64)
         self.host_tx = np.zeros(shots, dtype=np.int64)
-        self.pending: collections.OrderedDict[int, int] = collections.OrderedDict()  # shot -> deadline
+        self.pending: collections.OrderedDict[int, int] = (
+            collections.OrderedDict()
+        )  # shot -> deadline
         self.rejections = {r.label: 0 for r in Reason if r != Reason.OK}
         self.seq = 0
         self.backpressure = 0
@@ -100,7 +102,10 @@ class CycleModel:
         self.regs.write("STREAM_ID", config.stream_id)
         self.regs.write("ROUND_PERIOD", config.round_period_cycles)
         self.regs.write("BUDGET", config.budget_cycles)
-        self.regs.write("CORR_TIMEOUT", min(2**32 - 1, round(config.correction_timeout_s * config.fabric_clock_hz)))
+        self.regs.write(
+            "CORR_TIMEOUT",
+            min(2**32 - 1, round(config.correction_timeout_s * config.fabric_clock_hz)),
+        )
         self.regs.write("CTRL", 1 << 1 if config.mode == "lockstep" else 0)
         self._rx_buf = np.zeros((_RX_BATCH, 256), dtype=np.uint8)
         self._rx_len = np.zeros(_RX_BATCH, dtype=np.uint32)
@@ -170,7 +175,9 @@ class CycleModel:
                     due = self._t0 + int(g * period_ns)
                     while time.monotonic_ns() < due:
                         resolved += self._poll(run, 0.0)
-                flags = (FLAG_FIRST_ROUND if r == 0 else 0) | (FLAG_LAST_ROUND if r == r_last else 0)
+                flags = (FLAG_FIRST_ROUND if r == 0 else 0) | (
+                    FLAG_LAST_ROUND if r == r_last else 0
+                )
                 slot = tx.reserve()
                 if slot is None and not paced:
                     slot = self._wait_for_room(run, tx)
@@ -183,8 +190,17 @@ class CycleModel:
                     run.last_backpressure_ns = t
                 else:
                     cyc = self._cycles(t)
-                    n = write_syndrome(slot, cfg.stream_id, shot, r, run.seq, cyc, flags,
-                                       payloads[r][shot], nbits[r])  # fmt: skip
+                    n = write_syndrome(
+                        slot,
+                        cfg.stream_id,
+                        shot,
+                        r,
+                        run.seq,
+                        cyc,
+                        flags,
+                        payloads[r][shot],
+                        nbits[r],
+                    )
                     tx.commit(n)
                     run.fates[shot, r] = Fate.PENDING
                     run.seq += 1
@@ -225,9 +241,8 @@ class CycleModel:
             if run.aborted:
                 return None
             if time.monotonic_ns() > deadline:
-                run.aborted = (
-                    f"decoder unresponsive: the bridge stayed full for {self.config.stall_timeout_s} s"
-                )
+                stall = self.config.stall_timeout_s
+                run.aborted = f"decoder unresponsive: the bridge stayed full for {stall} s"
                 return None
         return slot
 
@@ -285,7 +300,9 @@ class CycleModel:
         if stream != self.config.stream_id:
             run.rejections[Reason.UNKNOWN_STREAM.label] += 1
             return 0
-        if shot >= run.fates.shape[0] or run.fates[shot, 0] == Fate.NOT_EMITTED and shot not in run.pending:
+        if shot >= run.fates.shape[0] or (
+            run.fates[shot, 0] == Fate.NOT_EMITTED and shot not in run.pending
+        ):
             run.rejections[Reason.UNKNOWN_SHOT.label] += 1
             return 0
         if shot not in run.pending:
@@ -294,8 +311,11 @@ class CycleModel:
         o = CORRECTION_HEADER_SIZE
         if status == CorrectionStatus.DECODED:
             if n_obs != self.num_observables or _seq != run.last_seq[shot]:
-                run.rejections[Reason.BAD_LENGTH.label if n_obs != self.num_observables
-                               else Reason.BAD_FIELD.label] += 1  # fmt: skip
+                run.rejections[
+                    Reason.BAD_LENGTH.label
+                    if n_obs != self.num_observables
+                    else Reason.BAD_FIELD.label
+                ] += 1
                 return 0
             obs = np.unpackbits(buf[o : o + (n_obs + 7) // 8], count=n_obs, bitorder="little")
             run.pred[shot] = obs
@@ -310,13 +330,14 @@ class CycleModel:
             run.host_rx[shot], run.host_tx[shot] = t_rx, t_tx
             self._settle(run, shot, Fate.DECODED)
         elif status == CorrectionStatus.INCOMPLETE:
-            run.incomplete += 1
             n_ob = (n_obs + 7) // 8
             if n_frame != run.fates.shape[1]:
                 run.rejections[Reason.BAD_LENGTH.label] += 1
                 return 0
-            got = np.unpackbits(buf[o + n_ob : o + n_ob + (n_frame + 7) // 8], count=n_frame,
-                                bitorder="little").astype(np.bool_)  # fmt: skip
+            run.incomplete += 1  # only once the correction is accepted
+            got = np.unpackbits(
+                buf[o + n_ob : o + n_ob + (n_frame + 7) // 8], count=n_frame, bitorder="little"
+            ).astype(np.bool_)
             row = run.fates[shot]
             pending = row == Fate.PENDING
             row[pending & got] = Fate.LOST_SHOT_INCOMPLETE
@@ -330,8 +351,17 @@ class CycleModel:
     def _finish(self, run: _Run, tx: PacketSender) -> None:
         """Send end-of-stream, wait for the last corrections, and settle every round."""
         eos = np.zeros(64, dtype=np.uint8)
-        n = write_syndrome(eos, self.config.stream_id, 0, 0, run.seq, self._cycles(time.monotonic_ns()),
-                           FLAG_END_OF_STREAM, eos[:0], 0)  # fmt: skip
+        n = write_syndrome(
+            eos,
+            self.config.stream_id,
+            0,
+            0,
+            run.seq,
+            self._cycles(time.monotonic_ns()),
+            FLAG_END_OF_STREAM,
+            eos[:0],
+            0,
+        )
         give_up = time.monotonic_ns() + int(self.config.stall_timeout_s * 1e9)
         sent = tx.send(eos[:n], timeout_s=self.config.stall_timeout_s)
         if sent:

@@ -58,7 +58,7 @@ def _parse(circuit: stim.Circuit) -> _Parsed:
                     f"detector {len(det_terms)} has no coordinates; the front end needs a time "
                     "coordinate (its last coordinate) to know which round it belongs to"
                 )
-            t = int(round(args[-1]))
+            t = round(args[-1])
             meas_round[pending_start:n_meas] = t
             pending_start = n_meas
             det_terms.append([n_meas + tg.value for tg in inst.targets_copy()])
@@ -140,8 +140,12 @@ class DetectorProgram:
             parsed.obs_terms, np.full(len(parsed.obs_terms), last), meas_offsets, "observable"
         )
         ref = np.asarray(circuit.reference_sample(), dtype=np.bool_)
-        det_ref = np.array([np.bitwise_xor.reduce(ref[m]) if m else False for m in parsed.det_terms])
-        obs_ref = np.array([np.bitwise_xor.reduce(ref[m]) if m else False for m in parsed.obs_terms])
+        det_ref = np.array(
+            [np.bitwise_xor.reduce(ref[m]) if m else False for m in parsed.det_terms]
+        )
+        obs_ref = np.array(
+            [np.bitwise_xor.reduce(ref[m]) if m else False for m in parsed.obs_terms]
+        )
         return cls(
             meas_offsets=_readonly(meas_offsets),
             det_offsets=_readonly(det_offsets),
@@ -180,7 +184,9 @@ class DetectorProgram:
         """
         window = self._window(measurements, t)
         terms = self.det_terms[self.det_offsets[t] : self.det_offsets[t + 1]]
-        return _xor_terms(window, terms) ^ self.det_ref[self.det_offsets[t] : self.det_offsets[t + 1]]
+        return (
+            _xor_terms(window, terms) ^ self.det_ref[self.det_offsets[t] : self.det_offsets[t + 1]]
+        )
 
     def observables(self, measurements: np.ndarray) -> np.ndarray:
         """Raw logical observables of each shot, relative to their noiseless values.

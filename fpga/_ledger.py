@@ -93,10 +93,19 @@ class FrontEndResult:
 
     def __post_init__(self) -> None:
         shots = self.fates.shape[0]
-        for name in ("predictions", "raw_observables", "latency_ns", "latency_cycles",
-                     "emit_ns", "host_rx_ns", "host_tx_ns"):  # fmt: skip
+        for name in (
+            "predictions",
+            "raw_observables",
+            "latency_ns",
+            "latency_cycles",
+            "emit_ns",
+            "host_rx_ns",
+            "host_tx_ns",
+        ):
             if getattr(self, name).shape[0] != shots:
-                raise ValueError(f"{name} has {getattr(self, name).shape[0]} rows; expected {shots}")
+                raise ValueError(
+                    f"{name} has {getattr(self, name).shape[0]} rows; expected {shots}"
+                )
         if np.any(self.fates == Fate.PENDING):
             raise ValueError("a finished run cannot hold PENDING rounds")
 

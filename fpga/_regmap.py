@@ -65,12 +65,30 @@ def _pair(name: str, offset: int, doc: str) -> tuple[Register, Register]:
 REGISTERS: tuple[Register, ...] = (
     Register("ID", 0x00, "ro", 0x5148_494C, "IP identifier, ASCII 'QHIL'"),
     Register("VERSION", 0x04, "ro", 0x0001_0001, "IP version (16:16 major:minor) = wire v1"),
-    Register("CTRL", 0x08, "rw", 0, "bit0 ENABLE, bit1 LOCKSTEP, bit2 CLEAR_COUNTERS (self-clearing)"),
-    Register("STATUS", 0x0C, "ro", 0, "bit0 RUNNING, bit1 DONE, bit2 DECODER_UNRESPONSIVE, bit3 BACKPRESSURE"),
+    Register(
+        "CTRL", 0x08, "rw", 0, "bit0 ENABLE, bit1 LOCKSTEP, bit2 CLEAR_COUNTERS (self-clearing)"
+    ),
+    Register(
+        "STATUS",
+        0x0C,
+        "ro",
+        0,
+        "bit0 RUNNING, bit1 DONE, bit2 DECODER_UNRESPONSIVE, bit3 BACKPRESSURE",
+    ),
     Register("STREAM_ID", 0x10, "rw", 0, "stream_id stamped into every syndrome packet"),
-    Register("ROUND_PERIOD", 0x14, "rw", 250, "QEC round clock period in fabric cycles (1 us at 250 MHz)"),
-    Register("BUDGET", 0x18, "rw", 2500, "reaction-latency budget in fabric cycles (10 us at 250 MHz)"),
-    Register("CORR_TIMEOUT", 0x1C, "rw", 250_000_000, "cycles a shot waits for its correction before it is lost"),
+    Register(
+        "ROUND_PERIOD", 0x14, "rw", 250, "QEC round clock period in fabric cycles (1 us at 250 MHz)"
+    ),
+    Register(
+        "BUDGET", 0x18, "rw", 2500, "reaction-latency budget in fabric cycles (10 us at 250 MHz)"
+    ),
+    Register(
+        "CORR_TIMEOUT",
+        0x1C,
+        "rw",
+        250_000_000,
+        "cycles a shot waits for its correction before it is lost",
+    ),
     Register("FABRIC_MHZ", 0x20, "ro", 250, "fabric clock frequency in MHz"),
     *_pair("CYCLE", 0x28, "free-running fabric cycle counter"),
     *_pair("ROUNDS_EMITTED", 0x30, "syndrome packets emitted"),
@@ -92,7 +110,9 @@ REGISTERS: tuple[Register, ...] = (
     Register("BUDGET_MISSES", 0x78, "ro", 0, "corrections that arrived after the budget"),
     Register("LAT_LAST", 0x7C, "ro", 0, "reaction latency of the last correction, cycles"),
     Register("LAT_MAX", 0x80, "ro", 0, "largest reaction latency seen, cycles"),
-    Register("LOGICAL_FRAME", 0x84, "ro", 0, "logical Pauli frame: bit i = observable i flipped (parity)"),
+    Register(
+        "LOGICAL_FRAME", 0x84, "ro", 0, "logical Pauli frame: bit i = observable i flipped (parity)"
+    ),
 )
 
 

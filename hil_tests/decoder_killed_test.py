@@ -10,12 +10,13 @@ import threading
 import pytest
 
 from qhil.fpga import CycleModel, Fate
-from qhil.host import RunConfig, run_loop
-from qhil.host import _runner
+from qhil.host import RunConfig, _runner, run_loop
 
 
 @pytest.mark.parametrize("mode", ["lockstep", "paced"])
-def test_killed_decoder_ends_the_run_with_a_report(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_decoder_ends_the_run_with_a_report(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pids: list[int] = []
     answered = [0]
     original_ready = _runner._Child.wait_ready
@@ -34,12 +35,18 @@ def test_killed_decoder_ends_the_run_with_a_report(mode: str, monkeypatch: pytes
 
     monkeypatch.setattr(_runner._Child, "wait_ready", remember_pid)
     monkeypatch.setattr(CycleModel, "_take_correction", take_then_kill)
-    cfg = RunConfig().with_overrides({
-        "experiment.distance": 3, "experiment.rounds": 3, "experiment.shots": 200_000,
-        "frontend.mode": mode, "frontend.round_time_us": 20.0,
-        "frontend.correction_timeout_s": 0.2, "frontend.stall_timeout_s": 0.6,
-        "bridge.n_slots": 256,
-    })  # fmt: skip
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": 3,
+            "experiment.rounds": 3,
+            "experiment.shots": 200_000,
+            "frontend.mode": mode,
+            "frontend.round_time_us": 20.0,
+            "frontend.correction_timeout_s": 0.2,
+            "frontend.stall_timeout_s": 0.6,
+            "bridge.n_slots": 256,
+        }
+    )
     outcome: list = []
     worker = threading.Thread(target=lambda: outcome.append(run_loop(cfg, progress=False)))
     worker.start()
@@ -54,4 +61,6 @@ def test_killed_decoder_ends_the_run_with_a_report(mode: str, monkeypatch: pytes
     assert lost["timeout"] + lost["aborted"] + lost["backpressure"] > 0
     out.result.check_nothing_lost_silently()
     assert r.registers["STATUS"] & (1 << 2)  # DECODER_UNRESPONSIVE
-    assert r.registers["SHOTS_TIMED_OUT"] == int((out.result.fates[:, -1] == Fate.LOST_TIMEOUT).sum())
+    assert r.registers["SHOTS_TIMED_OUT"] == int(
+        (out.result.fates[:, -1] == Fate.LOST_TIMEOUT).sum()
+    )

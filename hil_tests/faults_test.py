@@ -18,12 +18,19 @@ CORRUPTING = ("bad_magic", "bad_version", "truncated", "bad_length", "bad_crc")
 
 
 def test_every_round_is_decoded_or_lost_for_the_reason_its_fault_implies() -> None:
-    cfg = RunConfig().with_overrides({
-        "experiment.distance": 3, "experiment.rounds": ROUNDS, "experiment.shots": SHOTS,
-        "experiment.seed": 5, "bridge.fault_rate": 0.01, "bridge.fault_seed": 3,
-        "frontend.max_in_flight": 4, "frontend.correction_timeout_s": 0.3,
-        "frontend.stall_timeout_s": 3.0,
-    })  # fmt: skip
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": 3,
+            "experiment.rounds": ROUNDS,
+            "experiment.shots": SHOTS,
+            "experiment.seed": 5,
+            "bridge.fault_rate": 0.01,
+            "bridge.fault_seed": 3,
+            "frontend.max_in_flight": 4,
+            "frontend.correction_timeout_s": 0.3,
+            "frontend.stall_timeout_s": 3.0,
+        }
+    )
     out = run_loop(cfg, progress=False)
     res, host = out.result, out.host
     assert host is not None and not out.report.aborted
@@ -58,7 +65,9 @@ def test_every_round_is_decoded_or_lost_for_the_reason_its_fault_implies() -> No
 
     expected = np.full((SHOTS, r1), Fate.DECODED, dtype=np.uint8)
     incomplete = missing.any(axis=1)
-    expected[incomplete] = np.where(missing[incomplete], Fate.LOST_IN_TRANSIT, Fate.LOST_SHOT_INCOMPLETE)
+    expected[incomplete] = np.where(
+        missing[incomplete], Fate.LOST_IN_TRANSIT, Fate.LOST_SHOT_INCOMPLETE
+    )
     expected[unanswered] = Fate.LOST_TIMEOUT
     np.testing.assert_array_equal(res.fates, expected)
     res.check_nothing_lost_silently()

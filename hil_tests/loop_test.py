@@ -17,13 +17,20 @@ def _offline(outcome) -> np.ndarray:  # type: ignore[no-untyped-def]
     ("distance", "rounds", "basis", "noise"),
     [(3, 3, "z", "stim-depolarizing"), (5, 2, "x", "sd6"), (3, 1, "z", "si1000")],
 )
-def test_loop_predictions_equal_offline_pymatching(distance: int, rounds: int, basis: str,
-                                                   noise: str) -> None:  # fmt: skip
-    cfg = RunConfig().with_overrides({
-        "experiment.distance": distance, "experiment.rounds": rounds, "experiment.basis": basis,
-        "experiment.noise": noise, "experiment.p": 0.005, "experiment.shots": 1500,
-        "experiment.seed": 11,
-    })  # fmt: skip
+def test_loop_predictions_equal_offline_pymatching(
+    distance: int, rounds: int, basis: str, noise: str
+) -> None:
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": distance,
+            "experiment.rounds": rounds,
+            "experiment.basis": basis,
+            "experiment.noise": noise,
+            "experiment.p": 0.005,
+            "experiment.shots": 1500,
+            "experiment.seed": 11,
+        }
+    )
     out = run_loop(cfg, progress=False)
     r = out.report
     assert not r.aborted
@@ -40,21 +47,31 @@ def test_loop_predictions_equal_offline_pymatching(distance: int, rounds: int, b
 
 
 def test_loop_over_zeromq_ipc(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = RunConfig().with_overrides({
-        "experiment.distance": 3, "experiment.rounds": 2, "experiment.shots": 500,
-        "bridge.transport": "zmq", "bridge.endpoint": f"ipc://{tmp_path}/qhil.sock",
-        "frontend.max_in_flight": 4,
-    })  # fmt: skip
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": 3,
+            "experiment.rounds": 2,
+            "experiment.shots": 500,
+            "bridge.transport": "zmq",
+            "bridge.endpoint": f"ipc://{tmp_path}/qhil.sock",
+            "frontend.max_in_flight": 4,
+        }
+    )
     out = run_loop(cfg, progress=False)
     assert out.report.transport == "zmq" and out.report.shots_decoded == 500
     np.testing.assert_array_equal(out.result.predictions, _offline(out))
 
 
 def test_paced_mode_reports_its_pacing() -> None:
-    cfg = RunConfig().with_overrides({
-        "experiment.distance": 3, "experiment.rounds": 3, "experiment.shots": 300,
-        "frontend.mode": "paced", "frontend.round_time_us": 100.0,
-    })  # fmt: skip
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": 3,
+            "experiment.rounds": 3,
+            "experiment.shots": 300,
+            "frontend.mode": "paced",
+            "frontend.round_time_us": 100.0,
+        }
+    )
     out = run_loop(cfg, progress=False)
     r = out.report
     assert r.mode == "paced" and r.pacing is not None

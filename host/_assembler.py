@@ -65,9 +65,24 @@ _NEXT_SEQ, _MAX_SHOT = 0, 1
 
 @numba.njit(cache=True, nogil=True)
 def _assemble(
-    buf, lengths, count, now, nbits, det_off, stream_state, seen, slot_shot, slot_closed,
-    slot_nrecv, slot_recv, slot_dets, slot_meta, counters, ready, window,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+    buf,
+    lengths,
+    count,
+    now,
+    nbits,
+    det_off,
+    stream_state,
+    seen,
+    slot_shot,
+    slot_closed,
+    slot_nrecv,
+    slot_recv,
+    slot_dets,
+    slot_meta,
+    counters,
+    ready,
+    window,
+):  # type: ignore[no-untyped-def]
     fields = np.zeros(7, dtype=np.uint64)
     n_streams, n_slots = slot_shot.shape
     r1 = nbits.shape[0]
@@ -168,10 +183,19 @@ class ShotAssembler:
             t_fpga of the last round's packet, and the ns it became ready.
     """
 
-    def __init__(self, *, bits_per_round: tuple[int, ...], num_streams: int = 1, window: int = 4,
-                 timeout_s: float = 0.05, max_batch: int = 256) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        bits_per_round: tuple[int, ...],
+        num_streams: int = 1,
+        window: int = 4,
+        timeout_s: float = 0.05,
+        max_batch: int = 256,
+    ) -> None:
         if not bits_per_round or min(bits_per_round) < 0:
-            raise ValueError(f"bits_per_round must be non-empty and non-negative; got {bits_per_round}")
+            raise ValueError(
+                f"bits_per_round must be non-empty and non-negative; got {bits_per_round}"
+            )
         if num_streams < 1 or window < 1 or timeout_s <= 0 or max_batch < 1:
             raise ValueError("num_streams, window, max_batch must be >= 1 and timeout_s > 0")
         r1 = len(bits_per_round)
@@ -211,10 +235,24 @@ class ShotAssembler:
         if count > self._ready.shape[0]:
             raise ValueError(f"at most {self._ready.shape[0]} packets per add(); got {count}")
         n = _assemble(
-            buf, lengths, count, now_ns, self.nbits, self.det_off, self.stream_state, self.seen,
-            self.slot_shot, self.slot_closed, self.slot_nrecv, self.received, self.dets,
-            self.meta, self.counters, self._ready, self.window,
-        )  # fmt: skip
+            buf,
+            lengths,
+            count,
+            now_ns,
+            self.nbits,
+            self.det_off,
+            self.stream_state,
+            self.seen,
+            self.slot_shot,
+            self.slot_closed,
+            self.slot_nrecv,
+            self.received,
+            self.dets,
+            self.meta,
+            self.counters,
+            self._ready,
+            self.window,
+        )
         return self._ready[:n]
 
     def expired(self, now_ns: int, *, flush: bool = False) -> np.ndarray:
@@ -224,9 +262,17 @@ class ShotAssembler:
             int64[n, 2] view of (stream, slot) pairs; close each with ``close``.
         """
         n = _find_expired(
-            now_ns, self.timeout_ns, self.window, flush, self.stream_state, self.slot_shot,
-            self.slot_nrecv, self.meta, self.rounds, self._expired,
-        )  # fmt: skip
+            now_ns,
+            self.timeout_ns,
+            self.window,
+            flush,
+            self.stream_state,
+            self.slot_shot,
+            self.slot_nrecv,
+            self.meta,
+            self.rounds,
+            self._expired,
+        )
         return self._expired[:n]
 
     def shot(self, stream: int, slot: int) -> int:
@@ -259,7 +305,9 @@ class ShotAssembler:
 
 
 @numba.njit(cache=True, nogil=True)
-def _find_expired(now, timeout_ns, window, flush, stream_state, slot_shot, slot_nrecv, meta, r1, out):  # type: ignore[no-untyped-def]  # fmt: skip
+def _find_expired(
+    now, timeout_ns, window, flush, stream_state, slot_shot, slot_nrecv, meta, r1, out
+):  # type: ignore[no-untyped-def]
     n_streams, n_slots = slot_shot.shape
     n = 0
     for st in range(n_streams):

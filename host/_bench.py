@@ -86,38 +86,57 @@ def bench_bridge(*, packets: int = 20_000, warmup: int = 2_000) -> dict[str, Any
         for label, spec in specs.items():
             rtt = _round_trips(spec, packets=packets, warmup=warmup)
             results[label] = Percentiles.of(rtt).scaled(1e-3).__dict__
-    return {"machine": machine_description(), "packet_bytes": _PACKET, "packets": packets,
-            "round_trip_us": results}  # fmt: skip
+    return {
+        "machine": machine_description(),
+        "packet_bytes": _PACKET,
+        "packets": packets,
+        "round_trip_us": results,
+    }
 
 
-def bench_loop(*, distances: tuple[int, ...] = (3, 5, 7), shots: int = 10_000,
-               p: float = 0.003) -> dict[str, Any]:  # fmt: skip
+def bench_loop(
+    *, distances: tuple[int, ...] = (3, 5, 7), shots: int = 10_000, p: float = 0.003
+) -> dict[str, Any]:
     """The closed loop per distance (rounds = d); latency split into transport and decoding."""
     from qhil.host._runner import run_loop
 
     rows = []
     for d in distances:
-        cfg = RunConfig().with_overrides({
-            "experiment.distance": d, "experiment.rounds": d, "experiment.shots": shots,
-            "experiment.p": p,
-        })  # fmt: skip
+        cfg = RunConfig().with_overrides(
+            {
+                "experiment.distance": d,
+                "experiment.rounds": d,
+                "experiment.shots": shots,
+                "experiment.p": p,
+            }
+        )
         report = run_loop(cfg, progress=False).report
         lat = report.latency_us
-        rows.append({
-            "distance": d, "rounds": d, "shots_decoded": report.shots_decoded,
-            "rounds_lost": sum(report.rounds_lost.values()),
-            "ler": report.logical_error_rate,
-            "latency_us": lat.__dict__,
-            "latency_cycles_p50": report.latency_cycles.p50,
-            "transport_out_us": report.transport_out_us.__dict__,
-            "service_us": report.service_us.__dict__,
-            "transport_back_us": report.transport_back_us.__dict__,
-            "decode_us_per_shot": report.decode_us_per_shot.__dict__,
-            "transport_share_p50": (report.transport_out_us.p50 + report.transport_back_us.p50)
-            / lat.p50 if lat.p50 else 0.0,
-            "decode_share_p50": report.decode_us_per_shot.p50 / lat.p50 if lat.p50 else 0.0,
-            "rounds_per_s": report.rounds_per_s,
-            "budget_miss_fraction": report.budget_miss_fraction,
-        })  # fmt: skip
-    return {"machine": machine_description(), "mode": "lockstep, 1 shot in flight",
-            "noise": f"stim-depolarizing p={p}", "rows": rows}  # fmt: skip
+        rows.append(
+            {
+                "distance": d,
+                "rounds": d,
+                "shots_decoded": report.shots_decoded,
+                "rounds_lost": sum(report.rounds_lost.values()),
+                "ler": report.logical_error_rate,
+                "latency_us": lat.__dict__,
+                "latency_cycles_p50": report.latency_cycles.p50,
+                "transport_out_us": report.transport_out_us.__dict__,
+                "service_us": report.service_us.__dict__,
+                "transport_back_us": report.transport_back_us.__dict__,
+                "decode_us_per_shot": report.decode_us_per_shot.__dict__,
+                "transport_share_p50": (report.transport_out_us.p50 + report.transport_back_us.p50)
+                / lat.p50
+                if lat.p50
+                else 0.0,
+                "decode_share_p50": report.decode_us_per_shot.p50 / lat.p50 if lat.p50 else 0.0,
+                "rounds_per_s": report.rounds_per_s,
+                "budget_miss_fraction": report.budget_miss_fraction,
+            }
+        )
+    return {
+        "machine": machine_description(),
+        "mode": "lockstep, 1 shot in flight",
+        "noise": f"stim-depolarizing p={p}",
+        "rows": rows,
+    }

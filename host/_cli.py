@@ -48,14 +48,18 @@ _OVERRIDES: dict[str, tuple[str, type]] = {
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML file; flags override its values")
     for flag, (key, kind) in _OVERRIDES.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None,
-                       help=f"sets {key}")  # fmt: skip
+        p.add_argument(
+            f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None, help=f"sets {key}"
+        )
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
     base = RunConfig.load(args.config) if args.config else RunConfig()
-    overrides = {key: getattr(args, flag) for flag, (key, _) in _OVERRIDES.items()
-                 if getattr(args, flag, None) is not None}  # fmt: skip
+    overrides = {
+        key: getattr(args, flag)
+        for flag, (key, _) in _OVERRIDES.items()
+        if getattr(args, flag, None) is not None
+    }
     if getattr(args, "save", None):
         overrides["output.save"] = True
     return base.with_overrides(overrides)
@@ -69,9 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--save", type=Path, help="also export circuit, shots, predictions, latencies")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--json", action="store_true", help="print report.json instead of the table")
-    serve = sub.add_parser("serve", help="run only the decoder service (e.g. for a remote front end)")
+    serve = sub.add_parser(
+        "serve", help="run only the decoder service (e.g. for a remote front end)"
+    )
     _add_config_flags(serve)
-    serve.add_argument("--bridge-name", default="", help="shm: name prefix of the front end's rings")
+    serve.add_argument(
+        "--bridge-name", default="", help="shm: name prefix of the front end's rings"
+    )
     sub.add_parser("info", help="report GPU, board, backends and versions found")
     bench = sub.add_parser("bench", help="timing benchmarks (bridge alone, whole loop)")
     bench.add_argument("what", choices=("bridge", "loop", "all"))
@@ -94,13 +102,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out_dir = Path(cfg.output.dir)
     paths = write_outputs(outcome, out_dir)
     if args.save:
-        paths += save_run(args.save, circuit=outcome.circuit, shots=outcome.shots, result=outcome.result)
+        paths += save_run(
+            args.save, circuit=outcome.circuit, shots=outcome.shots, result=outcome.result
+        )
     if args.json:
         print(outcome.report.to_json(), flush=True)
     else:
         print_summary(outcome.report, console=console)
-        console.print(f"wrote {', '.join(str(p) for p in paths[:2])}"
-                      + (f" and {len(paths) - 2} files in {args.save}" if args.save else ""))  # fmt: skip
+        console.print(
+            f"wrote {', '.join(str(p) for p in paths[:2])}"
+            + (f" and {len(paths) - 2} files in {args.save}" if args.save else "")
+        )
     return 1 if outcome.report.aborted and outcome.report.aborted != "interrupted" else 0
 
 
@@ -111,8 +123,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     b = cfg.bridge
-    spec = BridgeSpec(transport=b.transport, n_slots=b.n_slots, slot_size=b.slot_size,
-                      endpoint=b.endpoint, name=args.bridge_name)  # fmt: skip
+    spec = BridgeSpec(
+        transport=b.transport,
+        n_slots=b.n_slots,
+        slot_size=b.slot_size,
+        endpoint=b.endpoint,
+        name=args.bridge_name,
+    )
     if b.transport == "shm" and not args.bridge_name:
         raise ConfigError("serve over shm needs --bridge-name (the front end's ring name prefix)")
     service = DecoderService.from_circuit(build_circuit(cfg), config=service_config(cfg))
@@ -121,8 +138,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     stop = [False]
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
     with open_bridge(spec, side="host") as bridge:
-        print(f"qhil serve: {service.decoder.name} on {b.transport} {b.endpoint or args.bridge_name}; "
-              "Ctrl-C stops", flush=True)  # fmt: skip
+        print(
+            f"qhil serve: {service.decoder.name} on {b.transport} "
+            f"{b.endpoint or args.bridge_name}; "
+            "Ctrl-C stops",
+            flush=True,
+        )
         stats = service.serve(bridge.rx, bridge.tx, should_stop=lambda: stop[0])
     print(json.dumps(dataclasses.asdict(stats), indent=2), flush=True)
     return 0
@@ -172,4 +193,3 @@ def main(*, command_line_args: Sequence[str] | None = None) -> int:
     except RuntimeError as ex:
         print(f"qhil {args.command}: failed: {ex}", file=sys.stderr, flush=True)
         return 1
-

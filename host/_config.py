@@ -14,7 +14,7 @@ cycle model in lockstep and the shared-memory bridge.
 >>> RunConfig.from_toml_text("[experiment]\\ndistnace = 3")
 Traceback (most recent call last):
 ...
-qhil.host._config.ConfigError: [experiment] has no key 'distnace'; valid keys: distance, rounds, basis, noise, p, shots, seed
+qhil.host._config.ConfigError: [experiment] has no key 'distnace'; valid keys: distance, ...
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class ConfigError(ValueError):
 
 def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"[{table}] {key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+        raise ConfigError(
+            f"[{table}] {key} = {value!r} is not valid; choose one of: {', '.join(choices)}"
+        )
 
 
 def _positive(table: str, **values: float) -> None:
@@ -74,7 +76,9 @@ class ExperimentSettings:
 
     def __post_init__(self) -> None:
         if self.distance < 3 or self.distance % 2 == 0:
-            raise ConfigError(f"[experiment] distance must be an odd integer >= 3; got {self.distance}")
+            raise ConfigError(
+                f"[experiment] distance must be an odd integer >= 3; got {self.distance}"
+            )
         if self.rounds < 1:
             raise ConfigError(f"[experiment] rounds must be >= 1; got {self.rounds}")
         _choice("experiment", "basis", self.basis, BASES)
@@ -101,9 +105,15 @@ class FrontEndSettings:
 
     def __post_init__(self) -> None:
         _choice("frontend", "mode", self.mode, MODES)
-        _positive("frontend", fabric_clock_mhz=self.fabric_clock_mhz, round_time_us=self.round_time_us,
-                  budget_us=self.budget_us, correction_timeout_s=self.correction_timeout_s,
-                  stall_timeout_s=self.stall_timeout_s, max_in_flight=self.max_in_flight)  # fmt: skip
+        _positive(
+            "frontend",
+            fabric_clock_mhz=self.fabric_clock_mhz,
+            round_time_us=self.round_time_us,
+            budget_us=self.budget_us,
+            correction_timeout_s=self.correction_timeout_s,
+            stall_timeout_s=self.stall_timeout_s,
+            max_in_flight=self.max_in_flight,
+        )
         if self.correction_timeout_s > self.stall_timeout_s:
             raise ConfigError("[frontend] correction_timeout_s must not exceed stall_timeout_s")
 
@@ -132,7 +142,9 @@ class BridgeSettings:
         if self.slot_size < 64 or self.slot_size % 64:
             raise ConfigError(f"[bridge] slot_size must be a multiple of 64; got {self.slot_size}")
         if not 0 <= self.fault_rate <= 1:
-            raise ConfigError(f"[bridge] fault_rate must be a probability in [0, 1]; got {self.fault_rate}")
+            raise ConfigError(
+                f"[bridge] fault_rate must be a probability in [0, 1]; got {self.fault_rate}"
+            )
         from qhil.bridge._faults import KINDS
 
         kinds = [k.strip() for k in self.fault_kinds.split(",") if k.strip()]
@@ -144,7 +156,8 @@ class BridgeSettings:
             )
         if self.transport == "zmq" and not self.endpoint:
             raise ConfigError(
-                "[bridge] transport = 'zmq' needs an endpoint, e.g. endpoint = 'tcp://127.0.0.1:5555' "
+                "[bridge] transport = 'zmq' needs an endpoint, "
+                "e.g. endpoint = 'tcp://127.0.0.1:5555' "
                 "or 'ipc:///tmp/qhil.sock'"
             )
 
@@ -235,7 +248,9 @@ class RunConfig:
     def load(cls, path: str | Path) -> RunConfig:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist; pass --config with a TOML file")
+            raise ConfigError(
+                f"config file {str(p)!r} does not exist; pass --config with a TOML file"
+            )
         try:
             return cls.from_toml_text(p.read_text())
         except ConfigError as ex:

@@ -52,8 +52,14 @@ class Decoder(Protocol):
 class PyMatchingDecoder:
     """Minimum-weight perfect matching (PyMatching 2) on the circuit's detector error model."""
 
-    def __init__(self, matching: pymatching.Matching, *, num_detectors: int, num_observables: int,
-                 correlated: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        matching: pymatching.Matching,
+        *,
+        num_detectors: int,
+        num_observables: int,
+        correlated: bool,
+    ) -> None:
         self.matching = matching
         self.num_detectors = num_detectors
         self.num_observables = num_observables
@@ -63,9 +69,15 @@ class PyMatchingDecoder:
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, correlated: bool = False) -> PyMatchingDecoder:
         dem = circuit.detector_error_model(decompose_errors=True)
-        matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=correlated)
-        return cls(matching, num_detectors=circuit.num_detectors,
-                   num_observables=circuit.num_observables, correlated=correlated)  # fmt: skip
+        matching = pymatching.Matching.from_detector_error_model(
+            dem, enable_correlations=correlated
+        )
+        return cls(
+            matching,
+            num_detectors=circuit.num_detectors,
+            num_observables=circuit.num_observables,
+            correlated=correlated,
+        )
 
     def decode_batch(self, dets: np.ndarray) -> np.ndarray:
         if dets.ndim != 2 or dets.shape[1] != self.num_detectors:
@@ -91,7 +103,7 @@ def register_decoder(name: str, factory: DecoderFactory) -> None:
     _REGISTRY[name] = factory
 
 
-def DECODERS() -> tuple[str, ...]:  # noqa: N802 - reads like the constant it stands for
+def DECODERS() -> tuple[str, ...]:
     """Names of the registered decoders."""
     return tuple(_REGISTRY)
 

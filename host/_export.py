@@ -35,14 +35,16 @@ Files written by `qhil run --save`:
   circuit.stim          the noisy stim circuit that was sampled
   detection_events.b8   detection events the front end computed, stim b8 format,
                         {num_detectors} bits per shot, {shots} shots
-  observable_flips.b8   measured observables vs. their noiseless value, b8, {num_observables} bits/shot
+  observable_flips.b8   measured observables vs. their noiseless value, b8,
+                        {num_observables} bits/shot
   predictions.b8        logical-frame flips the loop applied, b8, {num_observables} bits/shot
                         (read any .b8 here with num_detectors = its bits per shot)
                         (zero for shots that were not decoded: check shots.csv)
   shots.csv             per shot: fate (decoded or lost reason), reaction latency in ns
                         and fabric cycles (-1 if none), and host monotonic ns timestamps
 Recheck with, e.g.:
-  dets = stim.read_shot_data_file(path="detection_events.b8", format="b8", num_detectors={num_detectors})
+  dets = stim.read_shot_data_file(
+      path="detection_events.b8", format="b8", num_detectors={num_detectors})
   pymatching.Matching.from_detector_error_model(
       stim.Circuit.from_file("circuit.stim").detector_error_model(decompose_errors=True)).decode_batch(dets)
 """
@@ -58,33 +60,58 @@ def _fate_of_shot(row: np.ndarray) -> str:
     return lost[0]
 
 
-def save_run(out_dir: Path, *, circuit: stim.Circuit, shots: ShotBatch,
-             result: FrontEndResult) -> list[Path]:  # fmt: skip
+def save_run(
+    out_dir: Path, *, circuit: stim.Circuit, shots: ShotBatch, result: FrontEndResult
+) -> list[Path]:
     """Write the files above into ``out_dir`` (created if needed); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     p = out_dir / "circuit.stim"
     circuit.to_file(p)
     paths.append(p)
-    for name, data in (("detection_events", shots.detectors), ("observable_flips", result.raw_observables),
-                       ("predictions", result.predictions)):  # fmt: skip
+    for name, data in (
+        ("detection_events", shots.detectors),
+        ("observable_flips", result.raw_observables),
+        ("predictions", result.predictions),
+    ):
         p = out_dir / f"{name}.b8"
         bits = np.asarray(data, dtype=np.bool_)
         # b8 is a plain bit matrix: read it back with num_detectors = bits per shot.
-        stim.write_shot_data_file(data=bits, path=str(p), format="b8", num_measurements=0,
-                                  num_detectors=bits.shape[1], num_observables=0)  # fmt: skip
+        stim.write_shot_data_file(
+            data=bits,
+            path=str(p),
+            format="b8",
+            num_measurements=0,
+            num_detectors=bits.shape[1],
+            num_observables=0,
+        )
         paths.append(p)
     p = out_dir / "shots.csv"
     with open(p, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["shot", "fate", "latency_ns", "latency_cycles", "emit_ns", "host_rx_ns", "host_tx_ns"])
+        w.writerow(
+            ["shot", "fate", "latency_ns", "latency_cycles", "emit_ns", "host_rx_ns", "host_tx_ns"]
+        )
         for i in range(result.fates.shape[0]):
-            w.writerow([i, _fate_of_shot(result.fates[i]), int(result.latency_ns[i]),
-                        int(result.latency_cycles[i]), int(result.emit_ns[i]),
-                        int(result.host_rx_ns[i]), int(result.host_tx_ns[i])])  # fmt: skip
+            w.writerow(
+                [
+                    i,
+                    _fate_of_shot(result.fates[i]),
+                    int(result.latency_ns[i]),
+                    int(result.latency_cycles[i]),
+                    int(result.emit_ns[i]),
+                    int(result.host_rx_ns[i]),
+                    int(result.host_tx_ns[i]),
+                ]
+            )
     paths.append(p)
     p = out_dir / "README.txt"
-    p.write_text(_README.format(num_detectors=circuit.num_detectors, shots=shots.shots,
-                                num_observables=circuit.num_observables))  # fmt: skip
+    p.write_text(
+        _README.format(
+            num_detectors=circuit.num_detectors,
+            shots=shots.shots,
+            num_observables=circuit.num_observables,
+        )
+    )
     paths.append(p)
     return paths

@@ -14,13 +14,27 @@ from qhil.host._report import machine_description
 
 __all__ = ["Environment", "probe_environment"]
 
-_PACKAGES = ("qhil", "numpy", "numba", "stim", "pymatching", "pyzmq", "matplotlib", "rich",
-             "cupy-cuda13x", "numba-cuda", "torch", "pynq", "cocotb", "cudaq")  # fmt: skip
+_PACKAGES = (
+    "qhil",
+    "numpy",
+    "numba",
+    "stim",
+    "pymatching",
+    "pyzmq",
+    "matplotlib",
+    "rich",
+    "cupy-cuda13x",
+    "numba-cuda",
+    "torch",
+    "pynq",
+    "cocotb",
+    "cudaq",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """The probe's findings; each ``*_reason`` says why a piece is unavailable (or what was found)."""
+    """The probe's findings; each ``*_reason`` says why a piece is missing, or what was found."""
 
     machine: str
     python: str
@@ -38,7 +52,7 @@ class Environment:
 def _gpu() -> tuple[bool, str]:
     try:
         import cupy  # type: ignore[import-not-found]
-    except Exception as ex:  # noqa: BLE001 - any import failure means no GPU path
+    except Exception as ex:
         reason = f"CuPy not importable ({type(ex).__name__}); install the 'gpu' extra"
     else:
         try:
@@ -46,7 +60,7 @@ def _gpu() -> tuple[bool, str]:
             cupy.zeros(1)
             name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
             return True, f"{n} CUDA device(s): {name}"
-        except Exception as ex:  # noqa: BLE001
+        except Exception as ex:
             reason = f"CuPy present but no usable CUDA device ({type(ex).__name__})"
     if shutil.which("nvidia-smi"):
         try:
@@ -74,6 +88,7 @@ def probe_environment() -> Environment:
     gpu, gpu_reason = _gpu()
     board = find_board()
     import numba
+
     return Environment(
         machine=machine_description(),
         python=platform.python_version(),
@@ -84,6 +99,6 @@ def probe_environment() -> Environment:
         frontend="board" if board.present else "cycle model",
         transports=("shm", "zmq"),
         decoders=DECODERS(),
-        numba_threads=numba.config.NUMBA_NUM_THREADS,
+        numba_threads=numba.get_num_threads(),
         versions=versions,
     )

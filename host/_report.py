@@ -90,9 +90,17 @@ class RunReport:
         return self.budget_misses / self.shots_decoded if self.shots_decoded else 0.0
 
     @classmethod
-    def build(cls, *, config: dict[str, Any], transport: str, decoder: str,
-              result: FrontEndResult, host: HostStats | None, shared_clock: bool,
-              notes: tuple[str, ...] = ()) -> RunReport:  # fmt: skip
+    def build(
+        cls,
+        *,
+        config: dict[str, Any],
+        transport: str,
+        decoder: str,
+        result: FrontEndResult,
+        host: HostStats | None,
+        shared_clock: bool,
+        notes: tuple[str, ...] = (),
+    ) -> RunReport:
         decoded = result.decoded
         lat_ns = result.latency_ns[decoded]
         arrive = result.emit_ns[decoded] + lat_ns
@@ -121,7 +129,9 @@ class RunReport:
             latency_us=us(lat_ns),
             latency_cycles=Percentiles.of(result.latency_cycles[decoded]),
             budget_us=result.budget_cycles / result.fabric_clock_hz * 1e6,
-            budget_misses=int(np.count_nonzero(result.latency_cycles[decoded] > result.budget_cycles)),
+            budget_misses=int(
+                np.count_nonzero(result.latency_cycles[decoded] > result.budget_cycles)
+            ),
             transport_out_us=us(rx - result.emit_ns[decoded]) if shared_clock else empty,
             service_us=us(tx - rx),
             transport_back_us=us(arrive - tx) if shared_clock else empty,

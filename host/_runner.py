@@ -76,8 +76,9 @@ def service_config(config: RunConfig) -> ServiceConfig:
 
 def bridge_spec(config: RunConfig) -> BridgeSpec:
     b = config.bridge
-    return BridgeSpec(transport=b.transport, n_slots=b.n_slots, slot_size=b.slot_size,
-                      endpoint=b.endpoint)  # fmt: skip
+    return BridgeSpec(
+        transport=b.transport, n_slots=b.n_slots, slot_size=b.slot_size, endpoint=b.endpoint
+    )
 
 
 def _with_faults(tx: PacketSender, config: RunConfig, side: int) -> PacketSender:
@@ -88,13 +89,19 @@ def _with_faults(tx: PacketSender, config: RunConfig, side: int) -> PacketSender
     return FaultInjector(tx, rate=b.fault_rate, kinds=kinds, seed=b.fault_seed * 2 + side)
 
 
-def _service_main(circuit_text: str, config: RunConfig, spec: BridgeSpec,
-                  conn: multiprocessing.connection.Connection) -> None:  # fmt: skip
+def _service_main(
+    circuit_text: str,
+    config: RunConfig,
+    spec: BridgeSpec,
+    conn: multiprocessing.connection.Connection,
+) -> None:
     """The decoder process: warm up, say ready, serve, send back its stats."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     bridge = None
     try:
-        service = DecoderService.from_circuit(stim.Circuit(circuit_text), config=service_config(config))
+        service = DecoderService.from_circuit(
+            stim.Circuit(circuit_text), config=service_config(config)
+        )
         service.warm_up()
         warm_up()
         bridge = open_bridge(spec, side="host")
@@ -106,7 +113,7 @@ def _service_main(circuit_text: str, config: RunConfig, spec: BridgeSpec,
             tx.flush()
             log = tuple(tx.log)
         conn.send(("done", (stats, log)))
-    except Exception:  # noqa: BLE001 - reported to the parent, which owns the error message
+    except Exception:
         conn.send(("error", traceback.format_exc()))
     finally:
         if bridge is not None:
@@ -140,8 +147,12 @@ class _Child:
     def __init__(self, circuit: stim.Circuit, config: RunConfig, spec: BridgeSpec) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_service_main, args=(str(circuit), config, spec, child_conn),
-                                name="qhil-decoder", daemon=True)  # fmt: skip
+        self.proc = ctx.Process(
+            target=_service_main,
+            args=(str(circuit), config, spec, child_conn),
+            name="qhil-decoder",
+            daemon=True,
+        )
         self.proc.start()
         child_conn.close()
         self.error = ""
@@ -185,7 +196,9 @@ class _Child:
             self.proc.terminate()
         self.proc.join(5)
         if not self.error:
-            self.error = f"the decoder process ended with exit code {self.proc.exitcode} and sent no stats"
+            self.error = (
+                f"the decoder process ended with exit code {self.proc.exitcode} and sent no stats"
+            )
         return None, ()
 
 
@@ -208,22 +221,33 @@ def run_loop(config: RunConfig, *, progress: bool = True, console: Any = None) -
         if bridge is None:
             bridge = open_bridge(spec, side="fpga")
         tx = _with_faults(bridge.tx, config, side=0)
-        bar = Progress(TextColumn("[bold]qhil run"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("shots emitted, {task.fields[resolved]:,} answered"),
-                       TimeElapsedColumn(), console=console, disable=not progress,
-                       transient=False)  # fmt: skip
+        bar = Progress(
+            TextColumn("[bold]qhil run"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("shots emitted, {task.fields[resolved]:,} answered"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not progress,
+            transient=False,
+        )
         with bar, _ctrl_c_requests_stop() as stop:
             task = bar.add_task("run", total=config.experiment.shots, resolved=0)
             result = model.run(
-                shots.measurements, tx=tx, rx=bridge.rx,
-                on_progress=lambda done, resolved: bar.update(task, completed=done, resolved=resolved),
+                shots.measurements,
+                tx=tx,
+                rx=bridge.rx,
+                on_progress=lambda done, resolved: bar.update(
+                    task, completed=done, resolved=resolved
+                ),
                 should_stop=lambda: stop[0],
-            )  # fmt: skip
+            )
         faults_up: tuple[InjectedFault, ...] = ()
         if isinstance(tx, FaultInjector):
             tx.flush()
             faults_up = tuple(tx.log)
-        host, faults_down = (None, ())
+        host: HostStats | None = None
+        faults_down: tuple[InjectedFault, ...] = ()
         if child is not None:
             host, faults_down = child.collect(wait_s=2.0 if not result.aborted else 0.5)
             if child.error:
@@ -237,9 +261,14 @@ def run_loop(config: RunConfig, *, progress: bool = True, console: Any = None) -
         host.check_balanced()
     result.check_nothing_lost_silently()
     report = RunReport.build(
-        config=config.to_dict(), transport=spec.transport, decoder=config.decoder.name,
-        result=result, host=host, shared_clock=True, notes=tuple(notes),
-    )  # fmt: skip
+        config=config.to_dict(),
+        transport=spec.transport,
+        decoder=config.decoder.name,
+        result=result,
+        host=host,
+        shared_clock=True,
+        notes=tuple(notes),
+    )
     return LoopOutcome(report, result, host, circuit, shots, faults_up, tuple(faults_down))
 
 
@@ -248,5 +277,7 @@ def write_outputs(outcome: LoopOutcome, out_dir: Path) -> list[Path]:
     from qhil.host._render import write_histogram
 
     lat = outcome.result.latency_ns[outcome.result.decoded]
-    return [outcome.report.write(out_dir),
-            write_histogram(np.asarray(lat), outcome.report, out_dir / "latency_histogram.png")]  # fmt: skip
+    return [
+        outcome.report.write(out_dir),
+        write_histogram(np.asarray(lat), outcome.report, out_dir / "latency_histogram.png"),
+    ]

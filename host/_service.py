@@ -98,8 +98,12 @@ class HostStats:
 
     def check_balanced(self) -> None:
         """Raise unless every accepted round is in a decoded, incomplete or still-open shot."""
-        accounted = (self.rounds_in_decoded + self.rounds_in_incomplete
-                     + self.rounds_in_decoder_error + self.rounds_open_at_exit)  # fmt: skip
+        accounted = (
+            self.rounds_in_decoded
+            + self.rounds_in_incomplete
+            + self.rounds_in_decoder_error
+            + self.rounds_open_at_exit
+        )
         if accounted != self.counts["rounds_accepted"]:
             raise AssertionError(
                 f"host ledger does not balance: accepted {self.counts['rounds_accepted']} rounds, "
@@ -110,7 +114,9 @@ class HostStats:
 class DecoderService:
     """Serves one front end: assembles its rounds, decodes, answers every shot."""
 
-    def __init__(self, decoder: Decoder, program: DetectorProgram, *, config: ServiceConfig) -> None:
+    def __init__(
+        self, decoder: Decoder, program: DetectorProgram, *, config: ServiceConfig
+    ) -> None:
         if decoder.num_detectors != program.num_detectors:
             raise ValueError(
                 f"decoder expects {decoder.num_detectors} detectors; the stream carries "
@@ -122,8 +128,11 @@ class DecoderService:
 
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, config: ServiceConfig) -> DecoderService:
-        return cls(make_decoder(config.decoder, circuit), DetectorProgram.from_circuit(circuit),
-                   config=config)  # fmt: skip
+        return cls(
+            make_decoder(config.decoder, circuit),
+            DetectorProgram.from_circuit(circuit),
+            config=config,
+        )
 
     def warm_up(self) -> None:
         """Compile every numba path and run one decode, so the first real shot is not slow."""
@@ -222,13 +231,33 @@ class _Loop:
         if not self.tx.send(self.packet[:length], timeout_s=self.service.config.send_timeout_s):
             self.unsent += 1
 
-    def _correction(self, st: int, slot: int, status: int, obs: np.ndarray, n_obs: int,
-                    frame: np.ndarray, n_frame: int, flags: int = 0) -> None:  # fmt: skip
+    def _correction(
+        self,
+        st: int,
+        slot: int,
+        status: int,
+        obs: np.ndarray,
+        n_obs: int,
+        frame: np.ndarray,
+        n_frame: int,
+        flags: int = 0,
+    ) -> None:
         meta = self.asm.meta[st, slot]
         n = write_correction(
-            self.packet, st, self.asm.shot(st, slot), meta[2], meta[3], status, flags,
-            obs, n_obs, frame, n_frame, meta[4] or meta[1], time.monotonic_ns(),
-        )  # fmt: skip
+            self.packet,
+            st,
+            self.asm.shot(st, slot),
+            meta[2],
+            meta[3],
+            status,
+            flags,
+            obs,
+            n_obs,
+            frame,
+            n_frame,
+            meta[4] or meta[1],
+            time.monotonic_ns(),
+        )
         self._send(n)
 
     def decode(self, ready: np.ndarray) -> None:
@@ -238,7 +267,7 @@ class _Loop:
         try:
             obs = self.service.decoder.decode_batch(dets)
             status = CorrectionStatus.DECODED
-        except Exception as ex:  # noqa: BLE001 - a decoder failure is reported per shot, never fatal
+        except Exception as ex:
             self.first_error = self.first_error or f"{type(ex).__name__}: {ex}"
             obs = np.zeros((len(ready), 0), dtype=np.bool_)
             status = CorrectionStatus.DECODER_ERROR
@@ -248,8 +277,15 @@ class _Loop:
         packed = np.packbits(obs, axis=1, bitorder="little") if obs.shape[1] else None
         n_obs = obs.shape[1]
         for i, (st, slot) in enumerate(ready):
-            self._correction(st, slot, int(status), packed[i] if packed is not None else self.empty,
-                             n_obs, self.empty, 0)  # fmt: skip
+            self._correction(
+                st,
+                slot,
+                int(status),
+                packed[i] if packed is not None else self.empty,
+                n_obs,
+                self.empty,
+                0,
+            )
         done = time.monotonic_ns()
         if status == CorrectionStatus.DECODED:
             self.decoded += len(ready)
@@ -266,16 +302,29 @@ class _Loop:
         for st, slot in expired:
             got = self.asm.received[st, slot]
             frame = np.packbits(got, bitorder="little")
-            self._correction(st, slot, int(CorrectionStatus.INCOMPLETE), self.empty, 0,
-                             frame, got.size)  # fmt: skip
+            self._correction(
+                st, slot, int(CorrectionStatus.INCOMPLETE), self.empty, 0, frame, got.size
+            )
             self.incomplete += 1
             self.rounds_incomplete += int(np.count_nonzero(got))
             self.asm.close(st, slot)
 
     def send_end_of_stream(self) -> None:
-        n = write_correction(self.packet, 0, 0, 0, 0, int(CorrectionStatus.DECODED),
-                             FLAG_END_OF_STREAM, self.empty, 0, self.empty, 0, 0,
-                             time.monotonic_ns())  # fmt: skip
+        n = write_correction(
+            self.packet,
+            0,
+            0,
+            0,
+            0,
+            int(CorrectionStatus.DECODED),
+            FLAG_END_OF_STREAM,
+            self.empty,
+            0,
+            self.empty,
+            0,
+            0,
+            time.monotonic_ns(),
+        )
         self._send(n)
 
     def stats(self, stopped_by: str) -> HostStats:

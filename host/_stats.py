@@ -42,8 +42,14 @@ class Percentiles:
 
     def scaled(self, factor: float) -> Percentiles:
         """The same statistics in another unit (e.g. ns -> us with 1e-3)."""
-        return Percentiles(self.n, self.mean * factor, self.p50 * factor, self.p99 * factor,
-                           self.p999 * factor, self.max * factor)  # fmt: skip
+        return Percentiles(
+            self.n,
+            self.mean * factor,
+            self.p50 * factor,
+            self.p99 * factor,
+            self.p999 * factor,
+            self.max * factor,
+        )
 
 
 def wilson_interval(errors: int, shots: int, *, z: float = 1.959964) -> tuple[float, float]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import stim
+
 from qhil.sim import BASES, NoiseModel, memory_circuit
 
 

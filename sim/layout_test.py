@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import stim
+
 from qhil.sim import X_KIND, Z_KIND, DetectorLayout, NoiseModel, memory_circuit, sample_shots
 
 _STIM_NOISE = [

@@ -4,6 +4,7 @@ import numpy as np
 import pymatching
 import pytest
 import stim
+
 from qhil.sim import NOISE_MODELS, NoiseModel, memory_circuit
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import stim
+
 from qhil.sim import NoiseModel, ShotBatch, memory_circuit, sample_shots
 
 

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import stim
+
+from qhil.host import main
+
+
+def test_run_writes_report_histogram_and_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, save = tmp_path / "out", tmp_path / "save"
+    rc = main(
+        command_line_args=[
+            "run",
+            "--distance",
+            "3",
+            "--rounds",
+            "2",
+            "--shots",
+            "400",
+            "--out",
+            str(out),
+            "--save",
+            str(save),
+            "--no-progress",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shots_decoded"] == 400 and report["config"]["experiment"]["distance"] == 3
+    assert json.loads((out / "report.json").read_text()) == report
+    assert (out / "latency_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    circuit = stim.Circuit.from_file(save / "circuit.stim")
+    dets = stim.read_shot_data_file(
+        path=str(save / "detection_events.b8"), format="b8", num_detectors=circuit.num_detectors
+    )
+    pred = stim.read_shot_data_file(path=str(save / "predictions.b8"), format="b8", num_detectors=1)
+    assert dets.shape == (400, circuit.num_detectors) and pred.shape == (400, 1)
+    # Anyone can recheck the loop's decisions from the exported files alone.
+    import pymatching
+
+    m = pymatching.Matching.from_detector_error_model(
+        circuit.detector_error_model(decompose_errors=True)
+    )
+    np.testing.assert_array_equal(m.decode_batch(dets).astype(bool), pred)
+    rows = (save / "shots.csv").read_text().splitlines()
+    assert rows[0].startswith("shot,fate,latency_ns") and len(rows) == 401
+    assert all(r.split(",")[1] == "decoded" for r in rows[1:])
+
+
+def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[experiment]\ndistance = 3\nrounds = 1\nshots = 50\n[output]\ndir = 'x'\n")
+    rc = main(
+        command_line_args=[
+            "run",
+            "--config",
+            str(cfg),
+            "--shots",
+            "70",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shots_planned"] == 70 and report["config"]["experiment"]["rounds"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--distance", "4"], "distance must be an odd integer >= 3"),
+        (["run", "--noise", "bogus"], "choose one of: sd6, si1000, stim-depolarizing"),
+        (["run", "--decoder", "nope"], "choose one of: pymatching, pymatching-correlated"),
+        (["run", "--transport", "zmq"], "needs an endpoint"),
+        (["run", "--config", "/no/such/file.toml"], "does not exist"),
+        (["serve"], "needs --bridge-name"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(command_line_args=args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_info_names_what_it_found(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(command_line_args=["info"]) == 0
+    out = capsys.readouterr().out
+    for line in ("GPU:", "board:", "front end:", "decoders:", "pymatching", "stim"):
+        assert line in out
+
+
+def test_shipped_defaults_file_is_the_defaults() -> None:
+    from qhil.host import RunConfig
+
+    path = Path(__file__).with_name("defaults.toml")
+    assert RunConfig.load(path) == RunConfig()
