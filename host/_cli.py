@@ -12,6 +12,7 @@ import dataclasses
 import json
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ _OVERRIDES: dict[str, tuple[str, type]] = {
     "fault_rate": ("bridge.fault_rate", float),
     "fault_seed": ("bridge.fault_seed", int),
     "decoder": ("decoder.name", str),
+    "bridge_name": ("bridge.name", str),
     "out": ("output.dir", str),
 }
 
@@ -62,6 +64,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
     }
     if getattr(args, "save", None):
         overrides["output.save"] = True
+    if getattr(args, "external_decoder", False):
+        overrides["decoder.spawn"] = False
     return base.with_overrides(overrides)
 
 
@@ -72,14 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(run)
     run.add_argument("--save", type=Path, help="also export circuit, shots, predictions, latencies")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--external-decoder",
+        action="store_true",
+        help="do not spawn a decoder: a `qhil serve` is already listening",
+    )
     run.add_argument("--json", action="store_true", help="print report.json instead of the table")
     serve = sub.add_parser(
         "serve", help="run only the decoder service (e.g. for a remote front end)"
     )
     _add_config_flags(serve)
-    serve.add_argument(
-        "--bridge-name", default="", help="shm: name prefix of the front end's rings"
-    )
     sub.add_parser("info", help="report GPU, board, backends and versions found")
     bench = sub.add_parser("bench", help="timing benchmarks (bridge alone, whole loop)")
     bench.add_argument("what", choices=("bridge", "loop", "all"))
@@ -117,36 +123,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from qhil.bridge._open import BridgeSpec, open_bridge, warm_up
-    from qhil.host._runner import build_circuit, service_config
+    from qhil.bridge._open import warm_up
+    from qhil.host._runner import bridge_spec, build_circuit, service_config
     from qhil.host._service import DecoderService
 
     cfg = _config(args)
     b = cfg.bridge
-    spec = BridgeSpec(
-        transport=b.transport,
-        n_slots=b.n_slots,
-        slot_size=b.slot_size,
-        endpoint=b.endpoint,
-        name=args.bridge_name,
-    )
-    if b.transport == "shm" and not args.bridge_name:
-        raise ConfigError("serve over shm needs --bridge-name (the front end's ring name prefix)")
+    spec = bridge_spec(cfg)
+    if b.transport == "shm" and not b.name:
+        raise ConfigError(
+            "serve over shm needs --bridge-name NAME, the ring name the front end uses "
+            "(qhil run --bridge-name NAME --external-decoder)"
+        )
     service = DecoderService.from_circuit(build_circuit(cfg), config=service_config(cfg))
     service.warm_up()
     warm_up()
     stop = [False]
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
-    with open_bridge(spec, side="host") as bridge:
+    bridge = _wait_for_front_end(spec, stop)
+    if bridge is None:
+        return 0
+    with bridge:
         print(
             f"qhil serve: {service.decoder.name} on {b.transport} "
-            f"{b.endpoint or args.bridge_name}; "
+            f"{b.endpoint or b.name}; "
             "Ctrl-C stops",
             flush=True,
         )
         stats = service.serve(bridge.rx, bridge.tx, should_stop=lambda: stop[0])
     print(json.dumps(dataclasses.asdict(stats), indent=2), flush=True)
     return 0
+
+
+def _wait_for_front_end(spec: Any, stop: list[bool]) -> Any:
+    """Open the host side; over shm, wait until the front end has made its rings."""
+    from qhil.bridge._open import open_bridge
+
+    announced = False
+    while not stop[0]:
+        try:
+            return open_bridge(spec, side="host")
+        except FileNotFoundError:
+            if not announced:
+                print(
+                    f"qhil serve: waiting for a front end to create rings {spec.name!r}...",
+                    flush=True,
+                )
+                announced = True
+            time.sleep(0.2)
+    return None
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -122,6 +122,8 @@ class FrontEndSettings:
 class BridgeSettings:
     """The transport between front end and decoder.
 
+    ``name`` (shm) prefixes the ring names; empty picks a unique one. Set it when
+    the decoder is a separate ``qhil serve --bridge-name NAME``.
     ``fault_rate`` > 0 puts a fault injector on both directions: each packet is,
     with that probability, dropped, duplicated, reordered or corrupted (one of
     ``fault_kinds``, comma-separated), reproducibly from ``fault_seed``.
@@ -131,6 +133,7 @@ class BridgeSettings:
     n_slots: int = 4096
     slot_size: int = 256
     endpoint: str = ""
+    name: str = ""
     fault_rate: float = 0.0
     fault_kinds: str = "drop,duplicate,reorder,corrupt"
     fault_seed: int = 0

@@ -77,7 +77,11 @@ def service_config(config: RunConfig) -> ServiceConfig:
 def bridge_spec(config: RunConfig) -> BridgeSpec:
     b = config.bridge
     return BridgeSpec(
-        transport=b.transport, n_slots=b.n_slots, slot_size=b.slot_size, endpoint=b.endpoint
+        transport=b.transport,
+        n_slots=b.n_slots,
+        slot_size=b.slot_size,
+        endpoint=b.endpoint,
+        name=b.name,
     )
 
 

@@ -1,0 +1,420 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import stim
+
+from qhil.bridge import (
+    FLAG_END_OF_STREAM,
+    FLAG_FIRST_ROUND,
+    FLAG_LAST_ROUND,
+    CorrectionPacket,
+    CorrectionStatus,
+    ShmRing,
+    SyndromePacket,
+    packet_buffers,
+)
+from qhil.bridge._open import warm_up as warm_up_bridge
+from qhil.fpga import CycleModel, DetectorProgram, Fate, FrontEndConfig
+from qhil.host import DecoderService, HostStats, Percentiles, ServiceConfig, make_decoder
+
+ROUNDS = 3  # d=3, rounds=2: three streamed rounds per shot
+
+
+@pytest.fixture(scope="module")
+def circuit() -> stim.Circuit:
+    return stim.Circuit.generated(
+        "surface_code:rotated_memory_z",
+        distance=3,
+        rounds=2,
+        after_clifford_depolarization=0.02,
+        before_measure_flip_probability=0.02,
+    )
+
+
+@pytest.fixture(scope="module")
+def dets(circuit: stim.Circuit) -> np.ndarray:
+    meas = circuit.compile_sampler(seed=5).sample(40)
+    d, _ = circuit.compile_m2d_converter().convert(measurements=meas, separate_observables=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def program(circuit: stim.Circuit) -> DetectorProgram:
+    return DetectorProgram.from_circuit(circuit)
+
+
+@pytest.fixture(scope="module")
+def service(circuit: stim.Circuit) -> DecoderService:
+    warm_up_bridge()
+    svc = DecoderService.from_circuit(circuit, config=ServiceConfig())
+    svc.warm_up()
+    return svc
+
+
+class FailingDecoder:
+    name = "failing"
+    num_observables = 1
+
+    def __init__(self, num_detectors: int) -> None:
+        self.num_detectors = num_detectors
+        self.calls = 0
+
+    def decode_batch(self, dets: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        raise RuntimeError("boom")
+
+
+class Link:
+    """Both rings, with the test acting as the front end."""
+
+    def __init__(self, up: ShmRing, down: ShmRing) -> None:
+        self.up, self.down = up, down
+        self.tx, self.rx = up.sender(), down.receiver()
+        self.seq = 0
+
+    def send(self, data: bytes) -> None:
+        assert self.tx.send(data, timeout_s=1.0)
+
+    def round(self, dets: np.ndarray, program: DetectorProgram, shot: int, rnd: int,
+              *, stream: int = 0) -> SyndromePacket:  # fmt: skip
+        lo, hi = program.det_offsets[rnd], program.det_offsets[rnd + 1]
+        flags = (FLAG_FIRST_ROUND if rnd == 0 else 0) | (
+            FLAG_LAST_ROUND if rnd == ROUNDS - 1 else 0
+        )
+        p = SyndromePacket(stream_id=stream, shot=shot, round=rnd, seq=self.seq,
+                           t_fpga=10_000 + self.seq, bits=dets[shot % len(dets), lo:hi],
+                           flags=flags)  # fmt: skip
+        self.seq += 1
+        self.send(p.encode())
+        return p
+
+    def shot(self, dets: np.ndarray, program: DetectorProgram, shot: int,
+             rounds: tuple[int, ...] = (0, 1, 2), *, stream: int = 0) -> list[SyndromePacket]:  # fmt: skip
+        return [self.round(dets, program, shot, r, stream=stream) for r in rounds]
+
+    def eos(self) -> None:
+        p = SyndromePacket(stream_id=0, shot=0, round=0, seq=self.seq, t_fpga=0, bits=[],
+                           flags=FLAG_END_OF_STREAM)  # fmt: skip
+        self.seq += 1
+        self.send(p.encode())
+
+    def corrections(self) -> list[CorrectionPacket]:
+        out, lengths = packet_buffers(512, self.rx.max_packet)
+        n = self.rx.recv_into(out, lengths, timeout_s=0.0)
+        return [CorrectionPacket.decode(out[i, : lengths[i]]) for i in range(n)]
+
+
+@contextlib.contextmanager
+def link(up_slots: int = 512, down_slots: int = 512) -> Iterator[Link]:
+    with ShmRing.create(n_slots=up_slots) as up, ShmRing.create(n_slots=down_slots) as down:
+        yield Link(up, down)
+
+
+def serve(svc: DecoderService, ln: Link, **kw: object) -> HostStats:
+    return svc.serve(ln.up.receiver(), ln.down.sender(), **kw)  # type: ignore[arg-type]
+
+
+# -- configuration and construction -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_streams": 0}, "num_streams and window must be >= 1"),
+        ({"window": 0}, "num_streams and window must be >= 1"),
+        ({"assembly_timeout_s": 0.0}, "assembly_timeout_s must be positive; got 0.0"),
+        ({"eos_grace_s": -1.0}, "eos_grace_s must be positive"),
+        ({"send_timeout_s": 0}, "send_timeout_s must be positive"),
+    ],
+)
+def test_service_config_validation(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ServiceConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_decoder_must_match_the_stream(circuit: stim.Circuit, program: DetectorProgram) -> None:
+    with pytest.raises(ValueError, match="decoder expects 7 detectors; the stream carries 16"):
+        DecoderService(FailingDecoder(7), program, config=ServiceConfig())
+
+
+def test_unknown_decoder_name(circuit: stim.Circuit) -> None:
+    with pytest.raises(ValueError, match="unknown decoder 'nope'"):
+        DecoderService.from_circuit(circuit, config=ServiceConfig(decoder="nope"))
+
+
+def test_warm_up_sends_nothing_and_survives_a_failing_decoder(program: DetectorProgram) -> None:
+    decoder = FailingDecoder(program.num_detectors)
+    svc = DecoderService(decoder, program, config=ServiceConfig())
+    svc.warm_up()
+    assert decoder.calls == 1, "warm_up runs one decode"
+    with link() as ln:
+        stats = serve(svc, ln, should_stop=lambda: True)
+        assert ln.corrections() == []
+    assert stats.stopped_by == "shutdown"
+    assert stats.counts["packets"] == 0, "warm-up state does not leak into a run"
+
+
+# -- HostStats ------------------------------------------------------------------------------------
+
+
+def _stats(**kw: object) -> HostStats:
+    empty = Percentiles.of(np.zeros(0))
+    fields: dict[str, object] = dict(
+        decoder="x", stopped_by="end_of_stream", counts={"rounds_accepted": 10},
+        shots_decoded=2, shots_incomplete=1, shots_decoder_error=0, rounds_in_decoded=6,
+        rounds_in_incomplete=2, rounds_in_decoder_error=0, rounds_open_at_exit=2,
+        corrections_unsent=0, decode_calls=1, max_batch=2, service_ns=empty,
+        decode_ns_per_shot=empty,
+    )  # fmt: skip
+    fields.update(kw)
+    return HostStats(**fields)  # type: ignore[arg-type]
+
+
+def test_host_stats_check_balanced() -> None:
+    _stats().check_balanced()
+    _stats(rounds_in_decoded=3, rounds_in_decoder_error=3).check_balanced()
+    with pytest.raises(AssertionError, match="accepted 10 rounds, accounted for 9"):
+        _stats(rounds_open_at_exit=1).check_balanced()
+    with pytest.raises(AssertionError, match="accepted 10 rounds, accounted for 11"):
+        _stats(rounds_in_incomplete=3).check_balanced()
+
+
+def test_host_stats_stopped_by_is_checked() -> None:
+    for reason in ("end_of_stream", "shutdown", "transport_closed"):
+        _stats(stopped_by=reason)
+    with pytest.raises(ValueError, match="stopped_by must be one of"):
+        _stats(stopped_by="crashed")
+
+
+# -- serving a scripted front end -------------------------------------------------------------
+
+
+def test_decodes_every_shot_and_echoes_its_last_round(
+    service: DecoderService, circuit: stim.Circuit, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    ready: list[int] = []
+    with link() as ln:
+        sent = [ln.shot(dets, program, s) for s in range(len(dets))]
+        ln.eos()
+        stats = serve(service, ln, on_ready=lambda: ready.append(1))
+        corr = ln.corrections()
+    assert ready == [1]
+    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
+    assert expected.any()
+    *shots, ack = corr
+    assert ack.flags == FLAG_END_OF_STREAM
+    assert [c.shot for c in shots] == list(range(len(dets)))
+    for c, pkts in zip(shots, sent, strict=True):
+        last = pkts[-1]
+        assert c.status == CorrectionStatus.DECODED
+        assert c.stream_id == 0
+        assert (c.seq, c.t_fpga) == (last.seq, last.t_fpga)
+        assert c.obs.tolist() == expected[c.shot].tolist()
+        assert c.frame.size == 0
+        assert 0 < c.t_host_rx <= c.t_host_tx
+    assert stats.stopped_by == "end_of_stream"
+    assert stats.decoder == "pymatching"
+    assert stats.shots_decoded == len(dets)
+    assert stats.rounds_in_decoded == ROUNDS * len(dets)
+    assert stats.shots_incomplete == stats.shots_decoder_error == 0
+    assert stats.rounds_open_at_exit == 0
+    assert stats.corrections_unsent == 0
+    assert 1 <= stats.decode_calls <= len(dets)
+    assert 1 <= stats.max_batch <= len(dets)
+    assert stats.service_ns.n == stats.decode_ns_per_shot.n == len(dets)
+    assert stats.counts["packets"] == ROUNDS * len(dets) + 1
+    assert stats.counts["end_of_stream"] == 1
+    assert stats.first_decoder_error == ""
+    stats.check_balanced()
+
+
+def test_rounds_out_of_order_still_decode(
+    service: DecoderService, circuit: stim.Circuit, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    with link() as ln:
+        ln.shot(dets, program, 0, rounds=(2, 0, 1))
+        ln.eos()
+        stats = serve(service, ln)
+        corr = ln.corrections()
+    expected = make_decoder("pymatching", circuit).decode_batch(dets[:1].astype(np.uint8))
+    assert corr[0].status == CorrectionStatus.DECODED
+    assert corr[0].obs.tolist() == expected[0].tolist()
+    assert corr[0].seq == 0, "the echoed seq is the last round's, whatever the arrival order"
+    assert stats.counts["reordered"] == 2
+    stats.check_balanced()
+
+
+def test_incomplete_shots_report_which_rounds_arrived(
+    service: DecoderService, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    with link() as ln:
+        ln.shot(dets, program, 0, rounds=(0, 2))  # round 1 never sent
+        ln.shot(dets, program, 1, rounds=(1,))
+        ln.eos()
+        stats = serve(service, ln)
+        corr = ln.corrections()
+    by_shot = {c.shot: c for c in corr if not c.flags}
+    assert set(by_shot) == {0, 1}
+    assert all(c.status == CorrectionStatus.INCOMPLETE for c in by_shot.values())
+    assert by_shot[0].frame.tolist() == [True, False, True]
+    assert by_shot[1].frame.tolist() == [False, True, False]
+    assert by_shot[0].obs.size == 0
+    assert by_shot[0].seq == 1, "shot 0's last round arrived as seq 1"
+    assert corr[-1].flags == FLAG_END_OF_STREAM
+    assert stats.shots_incomplete == 2
+    assert stats.rounds_in_incomplete == 3
+    assert stats.shots_decoded == 0
+    stats.check_balanced()
+
+
+def test_a_shot_is_given_up_once_the_window_passes_it(
+    service: DecoderService, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    with link() as ln:
+        ln.shot(dets, program, 0, rounds=(0,))
+        for s in range(1, 6):
+            ln.shot(dets, program, s)
+        stats = serve(service, ln, should_stop=lambda: True)
+        corr = ln.corrections()
+    statuses = [(c.shot, c.status) for c in corr]
+    assert (0, CorrectionStatus.INCOMPLETE) in statuses
+    assert statuses.index((0, CorrectionStatus.INCOMPLETE)) < len(statuses) - 1
+    assert sorted(s for s, st in statuses if st == CorrectionStatus.DECODED) == [1, 2, 3, 4, 5]
+    assert stats.stopped_by == "shutdown"
+    stats.check_balanced()
+
+
+def test_shutdown_gives_up_open_shots(
+    service: DecoderService, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    with link() as ln:
+        ln.shot(dets, program, 0)
+        ln.shot(dets, program, 1, rounds=(0, 1))
+        stats = serve(service, ln, should_stop=lambda: True)
+        corr = ln.corrections()
+    assert [(c.shot, c.status) for c in corr] == [
+        (0, CorrectionStatus.DECODED),
+        (1, CorrectionStatus.INCOMPLETE),
+    ], "no end-of-stream ack without an end of stream"
+    assert stats.stopped_by == "shutdown"
+    assert stats.rounds_open_at_exit == 0
+    assert (stats.shots_decoded, stats.shots_incomplete) == (1, 1)
+    stats.check_balanced()
+
+
+def test_a_closed_transport_stops_the_service_with_open_rounds_accounted(
+    service: DecoderService, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    with link() as ln:
+        ln.shot(dets, program, 0)
+        ln.shot(dets, program, 1, rounds=(0, 1))
+        ln.tx.close()
+        stats = serve(service, ln)
+        corr = ln.corrections()
+    assert stats.stopped_by == "transport_closed"
+    assert [c.shot for c in corr] == [0]
+    assert stats.rounds_open_at_exit == 2
+    stats.check_balanced()
+
+
+def test_malformed_and_unknown_packets_are_counted_not_fatal(
+    service: DecoderService, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    with link() as ln:
+        ln.send(b"garbage")
+        ln.send(b"QSYN\x09" + bytes(60))
+        ln.shot(dets, program, 0, stream=1)  # not served: num_streams=1
+        ln.shot(dets, program, 1)
+        ln.eos()
+        stats = serve(service, ln)
+        corr = ln.corrections()
+    assert [(c.shot, c.status) for c in corr[:-1]] == [(1, CorrectionStatus.DECODED)]
+    c = stats.counts
+    assert (c["bad_magic"], c["bad_version"], c["unknown_stream"]) == (1, 1, 3)
+    assert c["packets"] == 2 + 3 + 3 + 1
+    stats.check_balanced()
+
+
+def test_serves_several_streams(
+    circuit: stim.Circuit, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    svc = DecoderService.from_circuit(circuit, config=ServiceConfig(num_streams=2))
+    with link() as ln:
+        ln.shot(dets, program, 0, stream=1)
+        ln.shot(dets, program, 0, stream=0)
+        ln.eos()
+        stats = serve(svc, ln)
+        corr = ln.corrections()
+    assert sorted((c.stream_id, c.shot, c.status) for c in corr[:-1]) == [(0, 0, 0), (1, 0, 0)]
+    assert stats.shots_decoded == 2
+    stats.check_balanced()
+
+
+def test_unsent_corrections_are_counted(
+    dets: np.ndarray, program: DetectorProgram, circuit: stim.Circuit
+) -> None:
+    svc = DecoderService.from_circuit(circuit, config=ServiceConfig(send_timeout_s=0.01))
+    with link(down_slots=2) as ln:  # nobody drains the corrections
+        for s in range(4):
+            ln.shot(dets, program, s)
+        ln.eos()
+        stats = serve(svc, ln)
+        assert len(ln.corrections()) == 2
+    assert stats.shots_decoded == 4
+    assert stats.corrections_unsent == 3, "two shots and the end-of-stream ack found no room"
+    stats.check_balanced()
+
+
+# -- the decoder error path -----------------------------------------------------------------------
+
+
+def test_a_raising_decoder_yields_decoder_error_corrections(
+    dets: np.ndarray, program: DetectorProgram
+) -> None:
+    decoder = FailingDecoder(program.num_detectors)
+    svc = DecoderService(decoder, program, config=ServiceConfig())
+    with link() as ln:
+        for s in range(5):
+            ln.shot(dets, program, s)
+        ln.eos()
+        stats = serve(svc, ln)
+        corr = ln.corrections()
+    *shots, ack = corr
+    assert ack.flags == FLAG_END_OF_STREAM
+    assert [c.shot for c in shots] == list(range(5))
+    assert all(c.status == CorrectionStatus.DECODER_ERROR for c in shots)
+    assert all(c.obs.size == 0 and c.frame.size == 0 for c in shots)
+    assert stats.shots_decoder_error == 5
+    assert stats.rounds_in_decoder_error == 5 * ROUNDS
+    assert stats.shots_decoded == 0
+    assert stats.first_decoder_error == "RuntimeError: boom"
+    assert stats.service_ns.n == 0
+    assert stats.decode_calls == decoder.calls >= 1
+    stats.check_balanced()
+
+
+def test_a_raising_decoder_loses_rounds_at_the_front_end(
+    circuit: stim.Circuit, program: DetectorProgram
+) -> None:
+    import threading
+
+    meas = circuit.compile_sampler(seed=2).sample(10)
+    svc = DecoderService(FailingDecoder(program.num_detectors), program, config=ServiceConfig())
+    model = CycleModel(program, 1, FrontEndConfig(correction_timeout_s=0.5, stall_timeout_s=1.0))
+    out: dict[str, HostStats] = {}
+    with link() as ln:
+        host = threading.Thread(target=lambda: out.setdefault("s", serve(svc, ln)), daemon=True)
+        host.start()
+        res = model.run(meas, tx=ln.up.sender(), rx=ln.down.receiver())
+        host.join(5.0)
+    assert not host.is_alive()
+    assert res.aborted == ""
+    assert np.all(res.fates == Fate.LOST_DECODER_ERROR)
+    assert res.registers["SHOTS_DECODER_ERROR"] == 10
+    res.check_nothing_lost_silently()
+    out["s"].check_balanced()
+    assert out["s"].shots_decoder_error == 10
