@@ -197,4 +197,5 @@ def warm_up() -> None:
         tx.commit(1)
         tx.send(np.zeros(8, dtype=np.uint8), timeout_s=0.1)
         rx.recv_into(out, lengths, timeout_s=0.1)
+        tx.send(b"\0", timeout_s=0.1)  # bytes arrive as a read-only array: its own compile
         rx.recv_into(out, lengths, timeout_s=0.0)

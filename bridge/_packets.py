@@ -7,7 +7,6 @@ records wrap the same functions, so both always agree on the bytes.
 from __future__ import annotations
 
 import dataclasses
-import typing
 
 import numpy as np
 import numpy.typing as npt
@@ -68,11 +67,6 @@ def _bits(value: npt.ArrayLike, name: str) -> np.ndarray:
     return bits
 
 
-def _a(stored: npt.ArrayLike) -> np.ndarray:
-    """A record's bit field as the ndarray ``__post_init__`` stored it."""
-    return typing.cast(np.ndarray, stored)
-
-
 def _check_range(name: str, value: int, limit: int) -> None:
     if not 0 <= value < limit:
         raise ValueError(f"{name}={value} is out of range [0, {limit})")
@@ -86,7 +80,7 @@ def _pack(bits: np.ndarray) -> np.ndarray:
     return np.packbits(bits, bitorder="little") if bits.size else np.zeros(1, np.uint8)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class SyndromePacket:
     """One round of detection events from the front end.
 
@@ -110,11 +104,31 @@ class SyndromePacket:
     round: int
     seq: int
     t_fpga: int
-    bits: npt.ArrayLike  # stored as a read-only bool ndarray
+    bits: np.ndarray
     flags: int = 0
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bits", _bits(self.bits, "bits"))
+    def __init__(
+        self,
+        *,
+        stream_id: int,
+        shot: int,
+        round: int,
+        seq: int,
+        t_fpga: int,
+        bits: npt.ArrayLike,
+        flags: int = 0,
+    ) -> None:
+        """``bits``: any 1-D array-like of 0/1; stored as a read-only bool ndarray."""
+        for name, value in (
+            ("stream_id", stream_id),
+            ("shot", shot),
+            ("round", round),
+            ("seq", seq),
+            ("t_fpga", t_fpga),
+            ("flags", flags),
+        ):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "bits", _bits(bits, "bits"))
         _check_range("stream_id", self.stream_id, _U32)
         _check_range("round", self.round, _U32)
         for name in ("shot", "seq", "t_fpga"):
@@ -127,7 +141,7 @@ class SyndromePacket:
         return self._key() == other._key() and np.array_equal(self.bits, other.bits)
 
     def __hash__(self) -> int:
-        return hash((self._key(), _a(self.bits).tobytes()))
+        return hash((self._key(), self.bits.tobytes()))
 
     def _key(self) -> tuple[int, ...]:
         return (self.stream_id, self.shot, self.round, self.seq, self.t_fpga, self.flags)
@@ -145,7 +159,7 @@ class SyndromePacket:
         return bool(self.flags & FLAG_END_OF_STREAM)
 
     def encode(self) -> bytes:
-        out = np.zeros(syndrome_size(_a(self.bits).size), dtype=np.uint8)
+        out = np.zeros(syndrome_size(self.bits.size), dtype=np.uint8)
         u = np.uint64  # numba types a Python int >= 2**63 as int64 and overflows
         n = write_syndrome(
             out,
@@ -155,8 +169,8 @@ class SyndromePacket:
             u(self.seq),
             u(self.t_fpga),
             self.flags,
-            _pack(_a(self.bits)),
-            _a(self.bits).size,
+            _pack(self.bits),
+            self.bits.size,
         )
         return out[:n].tobytes()
 
@@ -181,7 +195,7 @@ class SyndromePacket:
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class CorrectionPacket:
     """The decoder's answer for one shot.
 
@@ -200,21 +214,45 @@ class CorrectionPacket:
     shot: int
     seq: int
     t_fpga: int
-    obs: npt.ArrayLike  # stored as a read-only bool ndarray
-    status: CorrectionStatus = CorrectionStatus.DECODED
-    frame: npt.ArrayLike = dataclasses.field(default_factory=lambda: np.zeros(0, np.bool_))
-    t_host_rx: int = 0
-    t_host_tx: int = 0
-    flags: int = 0
+    obs: np.ndarray
+    status: CorrectionStatus
+    frame: np.ndarray
+    t_host_rx: int
+    t_host_tx: int
+    flags: int
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "obs", _bits(self.obs, "obs"))
-        object.__setattr__(self, "frame", _bits(self.frame, "frame"))
+    def __init__(
+        self,
+        *,
+        stream_id: int,
+        shot: int,
+        seq: int,
+        t_fpga: int,
+        obs: npt.ArrayLike,
+        status: CorrectionStatus | int = CorrectionStatus.DECODED,
+        frame: npt.ArrayLike = (),
+        t_host_rx: int = 0,
+        t_host_tx: int = 0,
+        flags: int = 0,
+    ) -> None:
+        """``obs`` and ``frame``: 1-D array-likes of 0/1, stored as read-only bool ndarrays."""
+        for name, value in (
+            ("stream_id", stream_id),
+            ("shot", shot),
+            ("seq", seq),
+            ("t_fpga", t_fpga),
+            ("t_host_rx", t_host_rx),
+            ("t_host_tx", t_host_tx),
+            ("flags", flags),
+        ):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "obs", _bits(obs, "obs"))
+        object.__setattr__(self, "frame", _bits(frame, "frame"))
         try:
-            object.__setattr__(self, "status", CorrectionStatus(self.status))
+            object.__setattr__(self, "status", CorrectionStatus(status))
         except ValueError:
             valid = ", ".join(f"{s.name}={s.value}" for s in CorrectionStatus)
-            raise ValueError(f"status={self.status!r} is not one of {valid}") from None
+            raise ValueError(f"status={status!r} is not one of {valid}") from None
         _check_range("stream_id", self.stream_id, _U32)
         for name in ("shot", "seq", "t_fpga", "t_host_rx", "t_host_tx"):
             _check_range(name, getattr(self, name), _U64)
@@ -242,10 +280,10 @@ class CorrectionPacket:
         )
 
     def __hash__(self) -> int:
-        return hash((self._key(), _a(self.obs).tobytes(), _a(self.frame).tobytes()))
+        return hash((self._key(), self.obs.tobytes(), self.frame.tobytes()))
 
     def encode(self) -> bytes:
-        out = np.zeros(correction_size(_a(self.obs).size, _a(self.frame).size), dtype=np.uint8)
+        out = np.zeros(correction_size(self.obs.size, self.frame.size), dtype=np.uint8)
         u = np.uint64
         n = write_correction(
             out,
@@ -255,10 +293,10 @@ class CorrectionPacket:
             u(self.t_fpga),
             int(self.status),
             self.flags,
-            _pack(_a(self.obs)),
-            _a(self.obs).size,
-            _pack(_a(self.frame)),
-            _a(self.frame).size,
+            _pack(self.obs),
+            self.obs.size,
+            _pack(self.frame),
+            self.frame.size,
             u(self.t_host_rx),
             u(self.t_host_tx),
         )

@@ -387,7 +387,7 @@ class CycleModel:
     def _sync_registers(self, run: _Run) -> None:
         regs = self.regs
         regs.set64("CYCLE", self._cycles(time.monotonic_ns()))
-        regs.set64("ROUNDS_EMITTED", run.seq)
+        regs.set64("ROUNDS_EMITTED", run.n_emit)
         regs.set64("SHOTS_DECODED", int(np.count_nonzero(run.lat_ns >= 0)))
         regs.set("ROUNDS_BACKPRESSURE", run.backpressure)
         for label, count in run.rejections.items():

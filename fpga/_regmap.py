@@ -91,7 +91,7 @@ REGISTERS: tuple[Register, ...] = (
     ),
     Register("FABRIC_MHZ", 0x20, "ro", 250, "fabric clock frequency in MHz"),
     *_pair("CYCLE", 0x28, "free-running fabric cycle counter"),
-    *_pair("ROUNDS_EMITTED", 0x30, "syndrome packets emitted"),
+    *_pair("ROUNDS_EMITTED", 0x30, "rounds emitted (syndrome packets, end-of-stream excluded)"),
     *_pair("SHOTS_DECODED", 0x38, "shots whose correction arrived and was applied"),
     Register("ROUNDS_BACKPRESSURE", 0x40, "ro", 0, "rounds dropped because the bridge was full"),
     Register("CORR_ACCEPTED", 0x44, "ro", 0, "correction packets accepted"),

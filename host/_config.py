@@ -153,9 +153,10 @@ class BridgeSettings:
         kinds = [k.strip() for k in self.fault_kinds.split(",") if k.strip()]
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
+            problem = f"has unknown kinds {bad}" if bad else "names no kind"
             raise ConfigError(
-                f"[bridge] fault_kinds = {self.fault_kinds!r} has unknown kinds {bad}; "
-                f"choose from: {', '.join(KINDS)}"
+                f"[bridge] fault_kinds = {self.fault_kinds!r} {problem}; "
+                f"give a comma-separated list of: {', '.join(KINDS)}"
             )
         if self.transport == "zmq" and not self.endpoint:
             raise ConfigError(
@@ -198,12 +199,15 @@ _TABLES = {
 }
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _coerce(table: str, key: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(
-            f"[{table}] {key} must be a {kind.__name__}; got {value!r} ({type(value).__name__})"
+            f"[{table}] {key} must be {_KIND_NAMES[kind]}; got {value!r} ({type(value).__name__})"
         )
     return value
 

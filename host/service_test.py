@@ -288,7 +288,7 @@ def test_a_shot_is_given_up_once_the_window_passes_it(
     cfg = ServiceConfig(window=4, assembly_timeout_s=60.0)
     svc = DecoderService.from_circuit(circuit, config=cfg)
     stop = threading.Event()
-    got: list[CorrectionPacket] = []
+    got: list[HostStats] = []
     with link() as ln:
         ln.shot(dets, program, 0, rounds=(0,))
         for s in range(1, 4):

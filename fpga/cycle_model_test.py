@@ -1,0 +1,690 @@
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import stim
+
+from qhil.bridge import (
+    FLAG_END_OF_STREAM,
+    CorrectionPacket,
+    CorrectionStatus,
+    ShmRing,
+    SyndromePacket,
+    correction_size,
+    packet_buffers,
+    write_correction,
+)
+from qhil.bridge._open import warm_up as warm_up_bridge
+from qhil.fpga import CycleModel, Fate, FrontEndConfig, FrontEndResult, PacingStats
+from qhil.fpga._regmap import STATUS_BITS
+from qhil.host import make_decoder
+from qhil.host._service import DecoderService, ServiceConfig
+
+DONE = 1 << STATUS_BITS["DONE"]
+UNRESPONSIVE = 1 << STATUS_BITS["DECODER_UNRESPONSIVE"]
+BACKPRESSURE = 1 << STATUS_BITS["BACKPRESSURE"]
+RUNNING = 1 << STATUS_BITS["RUNNING"]
+
+# Short timeouts keep the failure cases fast; the happy paths never get near them.
+FAST = {"correction_timeout_s": 0.2, "stall_timeout_s": 0.5}
+
+
+@pytest.fixture(scope="module")
+def circuit() -> stim.Circuit:
+    return stim.Circuit.generated(
+        "surface_code:rotated_memory_z",
+        distance=3,
+        rounds=3,
+        after_clifford_depolarization=0.01,
+        before_measure_flip_probability=0.01,
+    )
+
+
+@pytest.fixture(scope="module")
+def measurements(circuit: stim.Circuit) -> np.ndarray:
+    return circuit.compile_sampler(seed=11).sample(300)
+
+
+@pytest.fixture(scope="module")
+def service(circuit: stim.Circuit) -> DecoderService:
+    svc = DecoderService.from_circuit(circuit, config=ServiceConfig())
+    svc.warm_up()
+    return svc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_codecs() -> None:
+    """Compile (or load) numba code now, not while a timeout runs: the ring's hot paths
+    and the scripted peer's encoders and parsers."""
+    warm_up_bridge()
+    with ShmRing.create(n_slots=2, slot_size=64) as ring:  # the peer sends bytes (read-only)
+        assert ring.sender().send(b"warm", timeout_s=1.0)
+    buf, lengths = packet_buffers(1, 252)
+    for data in (
+        SyndromePacket(stream_id=0, shot=1, round=0, seq=1, t_fpga=1, bits=[1]).encode(),
+        CorrectionPacket(stream_id=0, shot=1, seq=1, t_fpga=1, obs=[1], frame=[1]).encode(),
+    ):
+        buf[0, : len(data)] = np.frombuffer(data, np.uint8)
+        lengths[0] = len(data)
+        with contextlib.suppress(ValueError):
+            SyndromePacket.decode(buf[0, : lengths[0]])
+        with contextlib.suppress(ValueError):
+            CorrectionPacket.decode(buf[0, : lengths[0]])
+    raw_correction(SyndromePacket(stream_id=0, shot=1, round=0, seq=1, t_fpga=1, bits=[]), status=0)
+
+
+@contextlib.contextmanager
+def rings(up_slots: int = 256) -> Iterator[tuple[ShmRing, ShmRing]]:
+    with ShmRing.create(n_slots=up_slots) as up, ShmRing.create(n_slots=256) as down:
+        yield up, down
+
+
+def model_for(circuit: stim.Circuit, **config: object) -> CycleModel:
+    return CycleModel.from_circuit(circuit, config=FrontEndConfig(**config))  # type: ignore[arg-type]
+
+
+# -- peers ------------------------------------------------------------------------------------
+
+
+class _Thread(threading.Thread):
+    """A daemon thread whose exception is re-raised by ``finish``."""
+
+    def __init__(self, target: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+        self.value: Any = None
+
+    def run(self) -> None:
+        try:
+            self.value = self._target_fn()
+        except BaseException as ex:
+            self.error = ex
+
+    def finish(self, timeout_s: float = 5.0) -> Any:
+        self.join(timeout_s)
+        assert not self.is_alive(), "peer thread did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+Respond = Callable[[SyndromePacket], list[bytes]]
+
+
+class ScriptedPeer:
+    """A fake decoder: calls ``respond`` on each shot's last round and sends what it returns.
+
+    It acknowledges end-of-stream unless ``ack_eos`` is False. Every syndrome packet it
+    takes is kept in ``received``.
+    """
+
+    def __init__(self, up: ShmRing, down: ShmRing, respond: Respond, *, ack_eos: bool = True):
+        self.rx, self.tx = up.receiver(), down.sender()
+        self.respond = respond
+        self.ack_eos = ack_eos
+        self.received: list[SyndromePacket] = []
+        self.stop = threading.Event()
+        self.thread = _Thread(self._serve)
+
+    def __enter__(self) -> ScriptedPeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.finish()
+
+    def _serve(self) -> None:
+        buf, lengths = packet_buffers(64, self.rx.max_packet)
+        while not self.stop.is_set():
+            n = self.rx.recv_into(buf, lengths, timeout_s=5e-3)
+            for i in range(n):
+                p = SyndromePacket.decode(buf[i, : lengths[i]])
+                self.received.append(p)
+                if p.end_of_stream:
+                    if self.ack_eos:
+                        ack = CorrectionPacket(
+                            stream_id=0, shot=0, seq=0, t_fpga=0, obs=[], flags=FLAG_END_OF_STREAM
+                        )
+                        assert self.tx.send(ack.encode(), timeout_s=1.0)
+                    return
+                if p.last_round:
+                    for out in self.respond(p):
+                        assert self.tx.send(out, timeout_s=1.0)
+
+
+def decoded(p: SyndromePacket, obs: list[bool] | None = None, **kw: object) -> bytes:
+    fields: dict[str, object] = {
+        "stream_id": p.stream_id,
+        "shot": p.shot,
+        "seq": p.seq,
+        "t_fpga": p.t_fpga,
+        "obs": [p.shot % 3 == 0] if obs is None else obs,
+    }
+    fields.update(kw)
+    return CorrectionPacket(**fields).encode()  # type: ignore[arg-type]
+
+
+def incomplete(p: SyndromePacket, mask: list[bool]) -> bytes:
+    return CorrectionPacket(
+        stream_id=p.stream_id,
+        shot=p.shot,
+        seq=p.seq,
+        t_fpga=p.t_fpga,
+        obs=[],
+        status=CorrectionStatus.INCOMPLETE,
+        frame=mask,
+    ).encode()
+
+
+def raw_correction(p: SyndromePacket, *, status: int) -> bytes:
+    """A correction with a status byte the format does not define (CRC still valid)."""
+    out = np.zeros(correction_size(1, 0), dtype=np.uint8)
+    one = np.ones(1, np.uint8)
+    n = write_correction(out, p.stream_id, p.shot, p.seq, p.t_fpga, status, 0, one, 1,
+                         one, 0, 0, 0)  # fmt: skip
+    return out[:n].tobytes()
+
+
+def check_ledger(res: FrontEndResult) -> None:
+    res.check_nothing_lost_silently()
+    regs = res.registers
+    assert regs["SHOTS_DECODED_LO"] == int(np.count_nonzero(res.decoded))
+    assert regs["ROUNDS_BACKPRESSURE"] == res.rounds_lost()["backpressure"]
+    assert regs["SHOTS_DECODER_ERROR"] == int(
+        np.count_nonzero(res.fates[:, -1] == Fate.LOST_DECODER_ERROR)
+    )
+    assert regs["SHOTS_TIMED_OUT"] == int(np.count_nonzero(res.fates[:, -1] == Fate.LOST_TIMEOUT))
+    for label, count in res.rejections.items():
+        if f"CORR_{label.upper()}" in regs:
+            assert regs[f"CORR_{label.upper()}"] == count, label
+    assert (res.latency_ns >= 0).tolist() == res.decoded.tolist()
+    assert (res.latency_cycles >= 0).tolist() == res.decoded.tolist()
+    assert not res.predictions[~res.decoded].any()
+    assert regs["STATUS"] & DONE and not regs["STATUS"] & RUNNING
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_derived_cycles() -> None:
+    cfg = FrontEndConfig()
+    assert (cfg.mode, cfg.max_in_flight, cfg.stream_id) == ("lockstep", 1, 0)
+    assert cfg.round_period_cycles == 250
+    assert cfg.budget_cycles == 2500
+    cfg = FrontEndConfig(fabric_clock_hz=100e6, round_time_s=1e-9, budget_s=3e-6)
+    assert cfg.round_period_cycles == 1, "the round clock is at least one cycle"
+    assert cfg.budget_cycles == 300
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "fast"}, "mode must be one of 'lockstep', 'paced'; got 'fast'"),
+        ({"fabric_clock_hz": 0.0}, "fabric_clock_hz must be positive; got 0.0"),
+        ({"round_time_s": -1e-6}, "round_time_s must be positive"),
+        ({"budget_s": math.nan}, "budget_s must be positive; got nan"),
+        ({"correction_timeout_s": 0}, "correction_timeout_s must be positive"),
+        ({"stall_timeout_s": 0.0}, "stall_timeout_s must be positive"),
+        (
+            {"correction_timeout_s": 3.0, "stall_timeout_s": 2.0},
+            "correction_timeout_s (3.0) must not exceed stall_timeout_s (2.0)",
+        ),
+        ({"max_in_flight": 0}, "max_in_flight must be >= 1; got 0"),
+        ({"stream_id": -1}, "stream_id must fit in 32 bits; got -1"),
+        ({"stream_id": 2**32}, "stream_id must fit in 32 bits"),
+    ],
+)
+def test_config_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        FrontEndConfig(**kwargs)  # type: ignore[arg-type]
+    assert message in str(info.value)
+
+
+def test_model_programs_its_registers_from_the_config(circuit: stim.Circuit) -> None:
+    cfg = FrontEndConfig(mode="paced", stream_id=7, round_time_s=2e-6, budget_s=4e-6,
+                         correction_timeout_s=0.1, stall_timeout_s=0.2)  # fmt: skip
+    regs = CycleModel.from_circuit(circuit, config=cfg).regs
+    assert regs.read("STREAM_ID") == 7
+    assert regs.read("ROUND_PERIOD") == 500
+    assert regs.read("BUDGET") == 1000
+    assert regs.read("CORR_TIMEOUT") == 25_000_000
+    assert regs.read("CTRL") == 0, "paced: LOCKSTEP clear, not yet enabled"
+    assert model_for(circuit).regs.read("CTRL") == 0b10
+    long = model_for(circuit, correction_timeout_s=100.0, stall_timeout_s=100.0)
+    assert long.regs.read("CORR_TIMEOUT") == 2**32 - 1, "saturates instead of wrapping"
+
+
+def test_run_rejects_measurements_of_the_wrong_shape(circuit: stim.Circuit) -> None:
+    model = model_for(circuit)
+    with rings() as (up, down), pytest.raises(ValueError, match="measurements must have shape"):
+        model.run(np.zeros((4, 5), np.bool_), tx=up.sender(), rx=down.receiver())
+
+
+# -- the loop with the real decoder service ------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 8])
+def test_lockstep_with_the_decoder_service_decodes_every_round(
+    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService, max_in_flight: int
+) -> None:
+    model = model_for(circuit, max_in_flight=max_in_flight)
+    progress: list[tuple[int, int]] = []
+    with rings() as (up, down):
+        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
+        host.start()
+        res = model.run(measurements, tx=up.sender(), rx=down.receiver(),
+                        on_progress=lambda a, b: progress.append((a, b)))  # fmt: skip
+        stats = host.finish()
+    shots = len(measurements)
+    assert res.aborted == ""
+    assert res.mode == "lockstep"
+    assert res.fates.shape == (shots, 4)
+    assert np.all(res.fates == Fate.DECODED)
+    assert res.decoded.all()
+    check_ledger(res)
+    assert res.rounds_emitted == res.rounds_decoded == 4 * shots
+    assert sum(res.rounds_lost().values()) == 0
+    assert not any(res.rejections.values())
+
+    dets, obs = circuit.compile_m2d_converter().convert(
+        measurements=measurements, separate_observables=True
+    )
+    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
+    assert expected.any() and obs.any(), "noise strong enough for the comparison to matter"
+    np.testing.assert_array_equal(res.predictions, expected)
+    np.testing.assert_array_equal(res.raw_observables, obs)
+    np.testing.assert_array_equal(res.logical_errors, np.any(obs ^ expected, axis=1))
+
+    regs = res.registers
+    # ROUNDS_EMITTED counts rounds; the end-of-stream marker is not a round.
+    assert regs["ROUNDS_EMITTED_LO"] == 4 * shots
+    assert regs["ROUNDS_EMITTED_HI"] == 0
+    assert regs["SHOTS_DECODED_LO"] == shots
+    assert regs["CORR_ACCEPTED"] == shots
+    assert regs["SHOTS_TIMED_OUT"] == regs["SHOTS_INCOMPLETE"] == 0
+    assert regs["STATUS"] == DONE
+    assert regs["CTRL"] == 0b11
+    assert regs["LOGICAL_FRAME"] == int(np.count_nonzero(expected[:, 0])) % 2
+    assert regs["LAT_MAX"] == res.latency_cycles.max()
+    assert regs["LAT_LAST"] in set(res.latency_cycles.tolist())
+    assert regs["BUDGET_MISSES"] == int(np.count_nonzero(res.latency_cycles > res.budget_cycles))
+    assert regs["CYCLE_LO"] | regs["CYCLE_HI"] << 32 > 0
+    assert np.all(res.emit_ns > 0)
+    assert np.all(res.host_rx_ns >= res.emit_ns)
+    assert np.all(res.host_tx_ns >= res.host_rx_ns)
+    assert res.pacing is None
+    assert progress[-1] == (shots, shots)
+
+    assert stats.stopped_by == "end_of_stream"
+    assert stats.shots_decoded == shots
+    assert stats.counts["rounds_accepted"] == 4 * shots
+    assert stats.counts["end_of_stream"] == 1
+    stats.check_balanced()
+
+
+def test_a_second_stream_id_is_echoed(circuit: stim.Circuit, measurements: np.ndarray) -> None:
+    svc = DecoderService.from_circuit(circuit, config=ServiceConfig(num_streams=3))
+    model = model_for(circuit, stream_id=2)
+    with rings() as (up, down):
+        host = _Thread(lambda: svc.serve(up.receiver(), down.sender()))
+        host.start()
+        res = model.run(measurements[:20], tx=up.sender(), rx=down.receiver())
+        host.finish()
+    assert res.decoded.all()
+    assert not any(res.rejections.values())
+
+
+# -- scripted peers: exact fates ----------------------------------------------------------------
+
+
+def test_incomplete_corrections_settle_rounds_per_the_mask(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    def mask(shot: int) -> list[bool]:
+        return [bool(shot >> r & 1) for r in range(4)]
+
+    def respond(p: SyndromePacket) -> list[bytes]:
+        return [incomplete(p, mask(p.shot))] if p.shot % 2 else [decoded(p)]
+
+    shots = 32
+    model = model_for(circuit, **FAST)
+    with rings() as (up, down), ScriptedPeer(up, down, respond):
+        res = model.run(measurements[:shots], tx=up.sender(), rx=down.receiver())
+    assert res.aborted == ""
+    for shot in range(shots):
+        row = res.fates[shot].tolist()
+        if shot % 2 == 0:
+            assert row == [Fate.DECODED] * 4
+            assert res.predictions[shot].tolist() == [shot % 3 == 0]
+        else:
+            want = [Fate.LOST_SHOT_INCOMPLETE if m else Fate.LOST_IN_TRANSIT for m in mask(shot)]
+            assert row == want, shot
+    check_ledger(res)
+    lost = res.rounds_lost()
+    odd_masks = [mask(s) for s in range(1, shots, 2)]
+    assert lost["shot_incomplete"] == sum(sum(m) for m in odd_masks)
+    assert lost["in_transit"] == sum(4 - sum(m) for m in odd_masks)
+    assert lost["shot_incomplete"] + lost["in_transit"] == 4 * shots // 2
+    regs = res.registers
+    assert regs["SHOTS_INCOMPLETE"] == shots // 2
+    assert regs["CORR_ACCEPTED"] == shots
+    assert regs["SHOTS_DECODED_LO"] == shots // 2
+    flips = sum(s % 3 == 0 for s in range(0, shots, 2))
+    assert regs["LOGICAL_FRAME"] == flips % 2
+
+
+def test_decoder_error_corrections(circuit: stim.Circuit, measurements: np.ndarray) -> None:
+    def respond(p: SyndromePacket) -> list[bytes]:
+        if p.shot in (1, 4):
+            return [CorrectionPacket(stream_id=0, shot=p.shot, seq=p.seq, t_fpga=p.t_fpga, obs=[],
+                                     status=CorrectionStatus.DECODER_ERROR).encode()]  # fmt: skip
+        return [decoded(p)]
+
+    model = model_for(circuit, **FAST)
+    with rings() as (up, down), ScriptedPeer(up, down, respond):
+        res = model.run(measurements[:6], tx=up.sender(), rx=down.receiver())
+    assert res.fates[:, 0].tolist() == [1, 5, 1, 1, 5, 1]
+    assert res.rounds_lost()["decoder_error"] == 8
+    assert res.registers["SHOTS_DECODER_ERROR"] == 2
+    check_ledger(res)
+
+
+def test_a_silent_decoder_times_out_then_aborts_quickly(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    model = model_for(circuit, **FAST)
+    with rings() as (up, down):  # nobody reads `up` or writes `down`
+        t0 = time.monotonic()
+        res = model.run(measurements, tx=up.sender(), rx=down.receiver())
+        wall = time.monotonic() - t0
+    assert wall < 3.0
+    assert res.aborted.startswith("decoder unresponsive: no correction for 0.5 s")
+    timed_out = res.fates[:, -1] == Fate.LOST_TIMEOUT
+    assert timed_out.sum() >= 1
+    emitted = res.fates[:, 0] != Fate.NOT_EMITTED
+    np.testing.assert_array_equal(emitted, timed_out)
+    assert np.all(res.fates[timed_out] == Fate.LOST_TIMEOUT)
+    assert np.all(res.fates[~emitted] == Fate.NOT_EMITTED)
+    assert not emitted[-1], "the run stopped long before the last shot"
+    check_ledger(res)
+    assert res.registers["SHOTS_TIMED_OUT"] == timed_out.sum()
+    assert res.registers["STATUS"] == DONE | UNRESPONSIVE
+    assert res.registers["CORR_ACCEPTED"] == 0
+    assert np.all(res.latency_ns == -1)
+
+
+def test_a_full_bridge_in_lockstep_aborts_and_settles_the_cut_shot(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    model = model_for(circuit, **FAST)
+    with rings(up_slots=2) as (up, down):
+        t0 = time.monotonic()
+        res = model.run(measurements[:5], tx=up.sender(), rx=down.receiver())
+        wall = time.monotonic() - t0
+        assert up.occupancy() == 2
+    assert wall < 3.0
+    assert res.aborted == "decoder unresponsive: the bridge stayed full for 0.5 s"
+    assert res.fates[0].tolist() == [Fate.LOST_ABORTED] * 2 + [Fate.NOT_EMITTED] * 2
+    assert np.all(res.fates[1:] == Fate.NOT_EMITTED)
+    check_ledger(res)
+    assert res.registers["STATUS"] == DONE | UNRESPONSIVE
+    assert res.registers["ROUNDS_BACKPRESSURE"] == 0, "lockstep waits; it never drops"
+
+
+def test_rejected_corrections_are_counted_and_never_crash(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    shots = 6
+    wrong_frame = CorrectionStatus.INCOMPLETE
+
+    def respond(p: SyndromePacket) -> list[bytes]:
+        good = decoded(p)
+        if p.shot == 0:
+            bad = bytearray(good)
+            bad[CORRECTION_OBS] ^= 1
+            return [
+                b"XCOR" + good[4:],  # bad magic
+                good[:4] + b"\x07" + good[5:],  # bad version
+                good[:-1],  # truncated
+                good[:10],  # truncated header
+                bytes(bad),  # bad crc
+                good + b"\x00",  # bad length: trailing byte
+                decoded(p, obs=[True, False]),  # bad length: wrong n_obs
+                raw_correction(p, status=9),  # bad field: undefined status
+                decoded(p, seq=p.seq - 1),  # bad field: not the shot's last round
+                decoded(p, stream_id=3),  # unknown stream
+                decoded(p, shot=10**9),  # unknown shot: never planned
+                decoded(p, shot=shots - 1),  # unknown shot: not emitted yet
+                good,
+                good,  # duplicate
+                incomplete(p, [True] * 4),  # duplicate, another status
+            ]
+        if p.shot == 1:
+            return [
+                CorrectionPacket(stream_id=0, shot=1, seq=p.seq, t_fpga=p.t_fpga, obs=[],
+                                 status=wrong_frame, frame=[True] * 3).encode(),  # bad length
+                good,
+            ]  # fmt: skip
+        return [good]
+
+    model = model_for(circuit, **FAST)
+    with rings() as (up, down), ScriptedPeer(up, down, respond):
+        res = model.run(measurements[:shots], tx=up.sender(), rx=down.receiver())
+    assert res.aborted == ""
+    assert res.decoded.all(), "every shot still decoded from its good correction"
+    assert {k: v for k, v in res.rejections.items() if v} == {
+        "bad_magic": 1,
+        "bad_version": 1,
+        "truncated": 2,
+        "bad_crc": 1,
+        "bad_length": 3,
+        "bad_field": 2,
+        "unknown_stream": 1,
+        "unknown_shot": 2,
+        "duplicate": 2,
+    }
+    regs = res.registers
+    assert regs["CORR_ACCEPTED"] == shots
+    assert regs["CORR_BAD_MAGIC"] == 1
+    assert regs["CORR_UNKNOWN_SHOT"] == 2
+    assert regs["CORR_DUPLICATE"] == 2
+    assert regs["SHOTS_INCOMPLETE"] == 0
+    check_ledger(res)
+    assert res.predictions[:, 0].tolist() == [s % 3 == 0 for s in range(shots)]
+
+
+CORRECTION_OBS = 56  # first byte of the obs flips
+
+
+def test_late_correction_after_timeout_is_a_duplicate(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    def respond(p: SyndromePacket) -> list[bytes]:
+        if p.shot == 1:
+            time.sleep(0.3)  # past the 0.2 s correction timeout
+        return [decoded(p)]
+
+    model = model_for(circuit, correction_timeout_s=0.2, stall_timeout_s=1.0)
+    with rings() as (up, down), ScriptedPeer(up, down, respond):
+        res = model.run(measurements[:3], tx=up.sender(), rx=down.receiver())
+    assert res.fates[:, 0].tolist() == [Fate.DECODED, Fate.LOST_TIMEOUT, Fate.DECODED]
+    assert res.rejections["duplicate"] == 1
+    assert res.registers["SHOTS_TIMED_OUT"] == 1
+    check_ledger(res)
+
+
+def test_should_stop_interrupts_and_pending_shots_are_aborted(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return True
+
+    model = model_for(circuit, max_in_flight=4, correction_timeout_s=1.0, stall_timeout_s=2.0)
+    with rings() as (up, down):  # no decoder: shot 0 stays pending
+        t0 = time.monotonic()
+        res = model.run(measurements, tx=up.sender(), rx=down.receiver(), should_stop=should_stop)
+        wall = time.monotonic() - t0
+    assert wall < 1.0, "an interrupted run waits only briefly for corrections in flight"
+    assert calls == [1]
+    assert res.aborted == "interrupted"
+    assert res.fates[0].tolist() == [Fate.LOST_ABORTED] * 4
+    assert np.all(res.fates[1:] == Fate.NOT_EMITTED)
+    assert res.rounds_lost()["aborted"] == 4
+    check_ledger(res)
+    assert res.registers["STATUS"] == DONE, "an interrupt is not a decoder fault"
+
+
+def test_should_stop_with_a_live_decoder_keeps_what_was_decoded(
+    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
+) -> None:
+    model = model_for(circuit)
+    with rings() as (up, down):
+        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
+        host.start()
+        res = model.run(measurements, tx=up.sender(), rx=down.receiver(), should_stop=lambda: True)
+        host.finish()
+    assert res.aborted == "interrupted"
+    assert res.decoded[0] and not res.decoded[1:].any()
+    assert np.all(res.fates[1:] == Fate.NOT_EMITTED)
+    check_ledger(res)
+
+
+# -- paced mode ---------------------------------------------------------------------------------
+
+
+def test_paced_mode_keeps_to_the_round_clock(
+    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
+) -> None:
+    period = 200e-6
+    model = model_for(circuit, mode="paced", round_time_s=period, **FAST)
+    with rings(up_slots=1024) as (up, down):
+        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
+        host.start()
+        res = model.run(measurements[:100], tx=up.sender(), rx=down.receiver())
+        host.finish()
+    assert res.mode == "paced"
+    assert res.aborted == ""
+    assert res.decoded.all()
+    check_ledger(res)
+    pacing = res.pacing
+    assert isinstance(pacing, PacingStats)
+    assert pacing.target_interval_s == period
+    assert 0.75 * period < pacing.interval_s < 1.25 * period
+    assert 0 <= pacing.lag_p50_s <= pacing.lag_p99_s <= pacing.lag_max_s
+    assert res.registers["ROUND_PERIOD"] == 50_000
+    assert res.registers["CTRL"] == 0b01
+
+
+def test_paced_mode_drops_rounds_when_the_bridge_is_full(
+    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
+) -> None:
+    def late_service() -> object:
+        time.sleep(0.03)  # no consumer for the first ~300 rounds
+        return service.serve(up.receiver(), down.sender())
+
+    model = model_for(circuit, mode="paced", round_time_s=100e-6, **FAST)
+    with rings(up_slots=2) as (up, down):
+        host = _Thread(late_service)
+        host.start()
+        res = model.run(measurements, tx=up.sender(), rx=down.receiver())
+        stats = host.finish()
+    lost = res.rounds_lost()
+    assert lost["backpressure"] > 0
+    assert res.registers["ROUNDS_BACKPRESSURE"] == lost["backpressure"]
+    assert res.registers["STATUS"] & BACKPRESSURE
+    assert res.rounds_emitted == 4 * len(measurements), "paced mode drops; it never stops"
+    check_ledger(res)
+    # Shots hit by backpressure can never decode; the rest did, correctly.
+    hit = np.any(res.fates == Fate.LOST_BACKPRESSURE, axis=1)
+    assert not res.decoded[hit].any()
+    dets, _ = circuit.compile_m2d_converter().convert(
+        measurements=measurements, separate_observables=True
+    )
+    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
+    np.testing.assert_array_equal(res.predictions[res.decoded], expected[res.decoded])
+    stats.check_balanced()
+
+
+def test_paced_mode_without_a_decoder_times_shots_out(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    model = model_for(circuit, mode="paced", round_time_s=50e-6, **FAST)
+    with rings(up_slots=64) as (up, down):
+        res = model.run(measurements[:10], tx=up.sender(), rx=down.receiver())
+    assert res.aborted == ""
+    assert np.all(res.fates == Fate.LOST_TIMEOUT)
+    assert res.registers["SHOTS_TIMED_OUT"] == 10
+    assert res.pacing is not None and res.pacing.interval_s > 0
+    check_ledger(res)
+
+
+# -- the ledger -----------------------------------------------------------------------------------
+
+
+def _result(fates: list[list[int]], **kw: object) -> FrontEndResult:
+    f = np.asarray(fates, dtype=np.uint8)
+    n = len(f)
+    fields: dict[str, object] = dict(
+        mode="lockstep", fates=f, predictions=np.zeros((n, 1), np.bool_),
+        raw_observables=np.zeros((n, 1), np.bool_), latency_ns=np.full(n, -1),
+        latency_cycles=np.full(n, -1), emit_ns=np.zeros(n), host_rx_ns=np.zeros(n),
+        host_tx_ns=np.zeros(n), budget_cycles=1, fabric_clock_hz=1.0, wall_s=0.0, pacing=None,
+        rejections={}, registers={},
+    )  # fmt: skip
+    fields.update(kw)
+    return FrontEndResult(**fields)  # type: ignore[arg-type]
+
+
+def test_fate_labels() -> None:
+    assert Fate.LOST_BACKPRESSURE.label == "backpressure"
+    assert Fate.DECODED.label == "decoded"
+    assert list(_result([[1]]).rounds_lost()) == [
+        "backpressure", "in_transit", "shot_incomplete", "decoder_error", "timeout", "aborted",
+    ]  # fmt: skip
+
+
+def test_ledger_counts_and_properties() -> None:
+    res = _result(
+        [[1, 1], [2, 6], [0, 0], [7, 0]],
+        predictions=np.array([[1], [0], [0], [0]], np.bool_),
+        raw_observables=np.array([[0], [1], [0], [0]], np.bool_),
+    )
+    assert res.rounds_emitted == 5
+    assert res.rounds_decoded == 2
+    assert res.decoded.tolist() == [True, False, False, False]
+    assert res.rounds_lost() == {"backpressure": 1, "in_transit": 0, "shot_incomplete": 0,
+                                 "decoder_error": 0, "timeout": 1, "aborted": 1}  # fmt: skip
+    assert res.logical_errors.tolist() == [True, False, False, False]
+    res.check_nothing_lost_silently()
+
+
+def test_ledger_refuses_partly_decoded_shots() -> None:
+    with pytest.raises(AssertionError, match="only partly decoded"):
+        _result([[1, 1], [1, 3]]).check_nothing_lost_silently()
+
+
+def test_ledger_refuses_pending_rounds_and_mismatched_rows() -> None:
+    with pytest.raises(ValueError, match="PENDING"):
+        _result([[1, Fate.PENDING]])
+    with pytest.raises(ValueError, match="latency_ns has 3 rows; expected 2"):
+        _result([[1], [1]], latency_ns=np.zeros(3))
+
+
+def test_pacing_stats_validation() -> None:
+    PacingStats(1e-6, 0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        PacingStats(0.0, 1e-6, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        PacingStats(1e-6, -1.0, 0.0, 0.0, 0.0)
