@@ -104,7 +104,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     console = Console(stderr=args.json)
-    outcome = run_loop(cfg, progress=not args.no_progress, console=console)
+    shots = cfg.experiment.shots
+    outcome = run_loop(
+        cfg,
+        progress=not args.no_progress,
+        console=console,
+        on_start=lambda: print(
+            f"qhil run: decoder ready, streaming {shots:,} shots (Ctrl-C stops cleanly)",
+            file=sys.stderr,
+            flush=True,
+        ),
+    )
     out_dir = Path(cfg.output.dir)
     paths = write_outputs(outcome, out_dir)
     if args.save:
@@ -218,3 +228,7 @@ def main(*, command_line_args: Sequence[str] | None = None) -> int:
     except RuntimeError as ex:
         print(f"qhil {args.command}: failed: {ex}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print(f"qhil {args.command}: interrupted before the run started; nothing written",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 130

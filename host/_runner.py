@@ -15,7 +15,7 @@ import multiprocessing.connection
 import signal
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -206,8 +206,18 @@ class _Child:
         return None, ()
 
 
-def run_loop(config: RunConfig, *, progress: bool = True, console: Any = None) -> LoopOutcome:
-    """Run the closed loop described by ``config`` and return its outcome (nothing written)."""
+def run_loop(
+    config: RunConfig,
+    *,
+    progress: bool = True,
+    console: Any = None,
+    on_start: Callable[[], None] | None = None,
+) -> LoopOutcome:
+    """Run the closed loop described by ``config`` and return its outcome (nothing written).
+
+    ``on_start`` is called once the decoder is ready, just before the first round;
+    from then on Ctrl-C stops the run cleanly.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     circuit = build_circuit(config)
@@ -237,6 +247,8 @@ def run_loop(config: RunConfig, *, progress: bool = True, console: Any = None) -
         )
         with bar, _ctrl_c_requests_stop() as stop:
             task = bar.add_task("run", total=config.experiment.shots, resolved=0)
+            if on_start is not None:
+                on_start()
             result = model.run(
                 shots.measurements,
                 tx=tx,

@@ -1,0 +1,41 @@
+"""End-to-end: Ctrl-C during a run stops it cleanly and still writes a complete report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def test_ctrl_c_mid_run_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qhil.host", "run", "--distance", "3", "--rounds", "1",
+         "--shots", "3000000", "--out", str(out), "--no-progress", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "streaming" in line, line + proc.stderr.read()
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group, decoder included
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report == json.loads(stdout)
+    assert report["aborted"] == "interrupted"
+    assert 0 < report["shots_decoded"] <= report["shots_emitted"] < report["shots_planned"]
+    lost = sum(report["rounds_lost"].values())
+    assert report["rounds_decoded"] + lost == report["rounds_emitted"]
+    assert report["host"] is not None  # the decoder finished cleanly and reported
+    assert not list(out.glob("*.tmp*"))  # nothing half-written
