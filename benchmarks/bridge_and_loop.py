@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qhil.host._bench import bench_bridge, bench_loop
+from qhil.host._bench import bench_bridge, bench_loop, bench_throughput
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
@@ -67,6 +67,23 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{100 * r['transport_share_p50']:.0f}% | {100 * r['decode_share_p50']:.0f}% | "
             f"{r['rounds_per_s']:,.0f} |"
         )
+    t = results.get("throughput")
+    if t:
+        lines += [
+            "",
+            f"## Sustained throughput, d={t['distance']}, rounds = d, {t['shots']:,} shots",
+            "",
+            "| front end | rounds/s | shots/s | rounds lost | achieved round interval | "
+            "latency p50 / p99 µs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in t["rows"]:
+            interval = f"{r['pacing_interval_us']:.2f} µs" if r["pacing_interval_us"] else "-"
+            lines.append(
+                f"| {r['mode']} | {r['rounds_per_s']:,.0f} | {r['shots_per_s']:,.0f} | "
+                f"{r['rounds_lost']} | {interval} | "
+                f"{_f(r['latency_us']['p50'])} / {_f(r['latency_us']['p99'])} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -77,7 +94,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     packets, shots = (2_000, 1_000) if args.quick else (20_000, 10_000)
-    results = {"bridge": bench_bridge(packets=packets, warmup=500), "loop": bench_loop(shots=shots)}
+    results = {
+        "bridge": bench_bridge(packets=packets, warmup=500),
+        "loop": bench_loop(shots=shots),
+        "throughput": bench_throughput(shots=5 * shots),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bridge_and_loop.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "bridge_and_loop.md").write_text(render_markdown(results))

@@ -25,7 +25,7 @@ from qhil.host._config import RunConfig
 from qhil.host._report import machine_description
 from qhil.host._stats import Percentiles
 
-__all__ = ["bench_bridge", "bench_loop"]
+__all__ = ["bench_bridge", "bench_loop", "bench_throughput"]
 
 _PACKET = 48  # a d=5 syndrome packet is 47 bytes
 
@@ -140,3 +140,23 @@ def bench_loop(
         "noise": f"stim-depolarizing p={p}",
         "rows": rows,
     }
+
+
+def bench_throughput(*, distance: int = 5, shots: int = 50_000) -> dict[str, Any]:
+    """Sustained rounds/s: lockstep with 64 shots in flight, and paced at a 1 us round clock."""
+    from qhil.host._runner import run_loop
+
+    rows = []
+    for mode, extra in (("lockstep, 64 in flight", {"frontend.max_in_flight": 64}),
+                        ("paced, 1 us round clock", {"frontend.mode": "paced"})):  # fmt: skip
+        cfg = RunConfig().with_overrides({
+            "experiment.distance": distance, "experiment.rounds": distance,
+            "experiment.shots": shots, **extra,
+        })  # fmt: skip
+        r = run_loop(cfg, progress=False).report
+        rows.append({
+            "mode": mode, "rounds_per_s": r.rounds_per_s, "shots_per_s": r.shots_per_s,
+            "rounds_lost": sum(r.rounds_lost.values()), "latency_us": r.latency_us.__dict__,
+            "pacing_interval_us": r.pacing["interval_s"] * 1e6 if r.pacing else None,
+        })  # fmt: skip
+    return {"machine": machine_description(), "distance": distance, "shots": shots, "rows": rows}
