@@ -20,7 +20,7 @@ a JSON ``meta`` string (architecture and training record).
 
 >>> m = QuantizedModel.random(widths=(4, 8, 4), kernel=3, seed=1)
 >>> m.parameter_count, m.receptive_field
-(1192, 5)
+(1740, 5)
 >>> x = np.zeros((1, 4, 3, 3, 3), dtype=np.uint8)
 >>> reference_logits(x, m).shape
 (1, 4, 3, 3, 3)
