@@ -82,3 +82,21 @@ def test_paced_mode_reports_its_pacing() -> None:
     decoded = out.result.decoded
     np.testing.assert_array_equal(out.result.predictions[decoded], _offline(out)[decoded])
     assert np.all(out.result.fates != Fate.PENDING)
+
+
+def test_loop_with_the_predecoder_equals_the_offline_pipeline() -> None:
+    from qhil.kernels import PreDecodedMatching
+
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": 3,
+            "experiment.rounds": 3,
+            "experiment.shots": 300,
+            "experiment.p": 0.005,
+            "decoder.name": "predecoder",
+        }
+    )
+    out = run_loop(cfg, progress=False)
+    assert out.report.decoder == "predecoder" and out.report.shots_decoded == 300
+    offline = PreDecodedMatching.from_circuit(out.circuit).decode_batch(out.shots.detectors)
+    np.testing.assert_array_equal(out.result.predictions, offline)

@@ -87,11 +87,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_config_flags(serve)
     sub.add_parser("info", help="report GPU, board, backends and versions found")
+    train = sub.add_parser("train", help="train the pre-decoder CNN (needs the 'train' extra)")
+    train.add_argument("--config", type=Path, help="TOML file with a [train] table")
+    train.add_argument("--steps", type=int, help="override the config's steps")
+    train.add_argument("--seed", type=int, help="override the config's seed")
+    train.add_argument("--out", type=Path, default=Path("qhil-model.npz"), help="model file")
     bench = sub.add_parser("bench", help="timing benchmarks (bridge alone, whole loop)")
-    bench.add_argument("what", choices=("bridge", "loop", "all"))
+    bench.add_argument("what", choices=("bridge", "loop", "all", "accuracy"))
     bench.add_argument("--out", type=Path, help="write results as JSON here")
     bench.add_argument("--shots", type=int, default=10_000)
     bench.add_argument("--packets", type=int, default=20_000)
+    acc = bench.add_argument_group("accuracy (sinter-style CSV, resumable)")
+    acc.add_argument("--csv", type=Path, default=Path("accuracy.csv"), help="rows append here")
+    acc.add_argument("--distances", default="3,5,7,9", help="comma-separated odd distances")
+    acc.add_argument("--bases", default="z,x")
+    acc.add_argument("--ps", default="0.002,0.003,0.005", help="comma-separated p values")
+    acc.add_argument("--noise", default="stim-depolarizing")
+    acc.add_argument("--model", default="default", help="packaged model name or .npz path")
+    acc.add_argument("--backend", default="auto")
+    acc.add_argument("--min-errors", type=int, default=100)
+    acc.add_argument("--max-shots", type=int, default=200_000)
+    acc.add_argument("--chunk", type=int, default=10_000)
+    acc.add_argument("--max-seconds-per-task", type=float, default=None)
+    acc.add_argument("--summary", type=Path, help="write a markdown summary (and .png) here")
     return parser
 
 
@@ -200,9 +218,78 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from qhil.kernels._train import TrainConfig, train, write_model
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    config = dataclasses.replace(config, **overrides)
+    log = args.out.with_suffix(".log.csv")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"qhil train: {config.steps} steps, widths {list(config.widths)}, seed {config.seed}; "
+        f"loss log {log}",
+        flush=True,
+    )
+
+    def progress(step: int, loss: float) -> None:
+        if step % 200 == 0 or step == config.steps - 1:
+            print(f"  step {step:6d}  loss {loss:.5f}", flush=True)
+
+    model = train(config, log_path=log, on_step=progress)
+    write_model(model, args.out)
+    print(
+        f"wrote {args.out} ({model.parameter_count:,} parameters, receptive field "
+        f"{model.receptive_field}, {model.meta['train_seconds']} s)",
+        flush=True,
+    )
+    return 0
+
+
+def _bench_accuracy(args: argparse.Namespace) -> int:
+    from qhil.host._accuracy import AccuracyTask, run_accuracy, write_summary
+    from qhil.host._report import machine_description
+
+    def parse(text: str, kind: type) -> list[Any]:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"cannot read {text!r} as a comma-separated list") from None
+
+    tasks = [
+        AccuracyTask(basis=b, distance=d, p=p, noise=args.noise)
+        for b in parse(args.bases, str)
+        for d in parse(args.distances, int)
+        for p in parse(args.ps, float)
+    ]
+    run_accuracy(
+        tasks,
+        csv_path=args.csv,
+        model=args.model,
+        backend=args.backend,
+        min_errors=args.min_errors,
+        max_shots=args.max_shots,
+        chunk=args.chunk,
+        max_seconds_per_task=args.max_seconds_per_task,
+        progress=lambda line: print(line, flush=True),
+    )
+    if args.summary:
+        write_summary(
+            args.csv,
+            md_path=args.summary,
+            png_path=args.summary.with_suffix(".png"),
+            machine=machine_description(),
+            min_errors=args.min_errors,
+        )
+        print(f"wrote {args.summary} and {args.summary.with_suffix('.png')}", flush=True)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from qhil.host._bench import bench_bridge, bench_loop
 
+    if args.what == "accuracy":
+        return _bench_accuracy(args)
     results: dict[str, Any] = {}
     if args.what in ("bridge", "all"):
         results["bridge"] = bench_bridge(packets=args.packets)
@@ -219,7 +306,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def main(*, command_line_args: Sequence[str] | None = None) -> int:
     """Entry point of the ``qhil`` command; returns the exit status."""
     args = _parser().parse_args(command_line_args)
-    commands = {"run": _cmd_run, "serve": _cmd_serve, "info": _cmd_info, "bench": _cmd_bench}
+    commands = {
+        "run": _cmd_run,
+        "serve": _cmd_serve,
+        "info": _cmd_info,
+        "bench": _cmd_bench,
+        "train": _cmd_train,
+    }
     try:
         return commands[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as ex:
@@ -229,6 +322,9 @@ def main(*, command_line_args: Sequence[str] | None = None) -> int:
         print(f"qhil {args.command}: failed: {ex}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print(f"qhil {args.command}: interrupted before the run started; nothing written",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"qhil {args.command}: interrupted before the run started; nothing written",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130

@@ -14,7 +14,7 @@ array([[False],
 >>> make_decoder("mwpm", circuit)
 Traceback (most recent call last):
 ...
-ValueError: unknown decoder 'mwpm'; choose one of: pymatching, pymatching-correlated
+ValueError: unknown decoder 'mwpm'; choose one of: pymatching, pymatching-correlated, predecoder
 """
 
 from __future__ import annotations
@@ -93,7 +93,14 @@ DecoderFactory = Callable[[stim.Circuit], Decoder]
 _REGISTRY: dict[str, DecoderFactory] = {
     "pymatching": lambda c: PyMatchingDecoder.from_circuit(c),
     "pymatching-correlated": lambda c: PyMatchingDecoder.from_circuit(c, correlated=True),
+    "predecoder": lambda c: _predecoder(c),
 }
+
+
+def _predecoder(circuit: stim.Circuit) -> Decoder:
+    from qhil.kernels import PreDecodedMatching  # the kernels load only when asked for
+
+    return PreDecodedMatching.from_circuit(circuit)
 
 
 def register_decoder(name: str, factory: DecoderFactory) -> None:

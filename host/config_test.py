@@ -195,7 +195,8 @@ def test_type_errors(text: str, message: str) -> None:
          "give a comma-separated list of: drop, duplicate, reorder, corrupt"),
         ("bridge", "transport", "zmq", "[bridge] transport = 'zmq' needs an endpoint"),
         ("decoder", "name", "mwpm",
-         "[decoder] name = 'mwpm' is not valid; choose one of: pymatching, pymatching-correlated"),
+         "[decoder] name = 'mwpm' is not valid; choose one of: pymatching, pymatching-correlated, "
+         "predecoder"),
         ("decoder", "window", 0, "[decoder] window must be > 0; got 0"),
         ("decoder", "assembly_timeout_s", 0.0,
          "[decoder] assembly_timeout_s must be > 0; got 0.0"),

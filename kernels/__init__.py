@@ -1,10 +1,41 @@
-"""qhil.kernels: pre-decoder kernels (NumPy reference, Numba CPU, CUDA).
+"""qhil.kernels: the CNN pre-decoder that sits in front of PyMatching.
 
-Empty in this release: the loop decodes with PyMatching alone. The CNN
-pre-decoder plugs into ``qhil.host``'s decoder interface (``register_decoder``)
-without changes to the loop.
+- ``PreDecoder.for_circuit(circuit, model=..., backend=...)`` and
+  ``predecode(dets)`` give the residual syndrome and the logical flip
+  (``PreDecodeResult``); ``PreDecodedMatching`` is the pre-decoder plus
+  PyMatching as one decoder for the loop (``qhil run --decoder predecoder``).
+- ``PreDecoderGeometry``: the Ising-compatible tensor layout and the exact
+  footprint of every output.
+- ``QuantizedModel`` and ``reference_logits``: the shipped integer CNN and its
+  NumPy reference. Backends (``BACKENDS``): numpy, numba, and cuda on a GPU.
+- ``TrainConfig`` / ``train``: reproduce the shipped weights (``qhil train``).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from qhil.kernels._geometry import CHANNELS, PreDecoderGeometry
+from qhil.kernels._model import QuantizedModel, reference_logits
+from qhil.kernels._pipeline import PreDecodedMatching
+from qhil.kernels._predecoder import (
+    BACKENDS,
+    MODELS,
+    PreDecoder,
+    PreDecodeResult,
+    available_backends,
+)
+from qhil.kernels._train import TrainConfig, train
+
+__all__ = [
+    "BACKENDS",
+    "CHANNELS",
+    "MODELS",
+    "PreDecodeResult",
+    "PreDecodedMatching",
+    "PreDecoder",
+    "PreDecoderGeometry",
+    "QuantizedModel",
+    "TrainConfig",
+    "available_backends",
+    "reference_logits",
+    "train",
+]

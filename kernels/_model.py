@@ -29,6 +29,7 @@ a JSON ``meta`` string (architecture and training record).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,13 @@ class QuantizedModel:
         """Random integer weights, for tests of the inference backends."""
         rng = np.random.default_rng(seed)
         ws, bs = [], []
-        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+        for c_in, c_out in itertools.pairwise(widths):
             scale = 2**weight_bits / np.sqrt(c_in * kernel**3)
             shape = (c_out, c_in, kernel, kernel, kernel)
             ws.append(np.round(rng.normal(0, scale, shape)).astype(np.int32))
-            bs.append(np.round(rng.normal(0, 2 ** (weight_bits + act_bits) / 4, c_out)).astype(np.int64))
+            bs.append(
+                np.round(rng.normal(0, 2 ** (weight_bits + act_bits) / 4, c_out)).astype(np.int64)
+            )
         return cls(tuple(ws), tuple(bs), weight_bits, act_bits)
 
     def save(self, path: str | Path) -> None:

@@ -1,0 +1,791 @@
+"""``qhil bench accuracy``: logical error rates and the pre-decoder's effect, sinter-style.
+
+For each task (basis, distance, rounds, noise, p) fresh shots are sampled in
+chunks, and on the same shots three decoders run:
+
+- ``pymatching``: PyMatching 2, uncorrelated;
+- ``pymatching-correlated``: PyMatching 2 with ``enable_correlations=True``;
+- ``predecoder+pymatching``: the CNN pre-decoder, then uncorrelated PyMatching
+  on the residual (``final = obs_flip ^ MWPM(residual)``).
+
+Every chunk appends one CSV row per decoder in sinter's format
+(``shots,errors,discards,seconds,decoder,strong_id,json_metadata,custom_counts``),
+flushed at once, so an interrupted run loses at most the chunk in flight and a
+second call resumes where the first stopped. ``custom_counts`` holds sums
+(events before/after, wall-clock nanoseconds of each timed step, batch-1 shot
+counts) that add across chunks; :func:`summarize` turns them into densities,
+PyMatching µs per round (raw versus residual, batched and batch-1) and LER
+ratios, and :func:`write_summary` into a markdown table and a plot.
+
+Seeds are ``seed_base + hash(strong_id, chunk index)`` with ``seed_base`` at
+least 10**9, so they never meet the seeds training draws, and a resumed run
+samples new shots rather than repeating old ones.
+
+``seconds`` in a row is the decoding wall time of that decoder for the chunk
+(for the pre-decoder row: inference plus PyMatching on the residual); sampling
+is not counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qhil.host._stats import wilson_interval
+from qhil.sim import BASES, NOISE_MODELS, NoiseModel, memory_circuit, sample_shots
+
+__all__ = [
+    "ACCURACY_DECODERS",
+    "CSV_HEADER",
+    "AccuracyTask",
+    "chunk_seed",
+    "read_rows",
+    "run_accuracy",
+    "summarize",
+    "write_summary",
+]
+
+PM = "pymatching"
+PM_CORR = "pymatching-correlated"
+PRE = "predecoder+pymatching"
+ACCURACY_DECODERS: tuple[str, ...] = (PM, PM_CORR, PRE)
+
+CSV_HEADER: tuple[str, ...] = (
+    "shots",
+    "errors",
+    "discards",
+    "seconds",
+    "decoder",
+    "strong_id",
+    "json_metadata",
+    "custom_counts",
+)
+
+_MIN_SEED_BASE = 10**9
+_B1_SHOTS = 500  # batch-1 timing: the first min(500, chunk) shots of each chunk
+_WARMUP_SHOTS = 64
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccuracyTask:
+    """One point of the accuracy sweep.
+
+    >>> t = AccuracyTask(basis="z", distance=5, p=0.003)
+    >>> t.rounds, t.strong_id
+    (5, 'stim-depolarizing:z:d5:r5:p0.003')
+    """
+
+    basis: str
+    distance: int
+    p: float
+    rounds: int | None = None
+    noise: str = "stim-depolarizing"
+
+    def __post_init__(self) -> None:
+        if self.basis not in BASES:
+            raise ValueError(f"basis must be one of {BASES}; got {self.basis!r}")
+        if isinstance(self.distance, bool) or not isinstance(self.distance, int):
+            raise TypeError(f"distance must be an int; got {self.distance!r}")
+        if self.distance < 3 or self.distance % 2 == 0:
+            raise ValueError(f"distance must be an odd integer >= 3; got {self.distance}")
+        if self.rounds is None:
+            object.__setattr__(self, "rounds", self.distance)
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be an integer >= 1; got {self.rounds!r}")
+        if self.noise not in NOISE_MODELS:
+            raise ValueError(f"noise must be one of {NOISE_MODELS}; got {self.noise!r}")
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
+            raise TypeError(f"p must be a float; got {self.p!r}")
+        object.__setattr__(self, "p", float(self.p))
+        NoiseModel.from_name(self.noise, self.p)  # validates p for this model
+
+    @property
+    def strong_id(self) -> str:
+        """A stable string naming the task; the CSV's key for resuming."""
+        return f"{self.noise}:{self.basis}:d{self.distance}:r{self.rounds}:p{self.p!r}"
+
+    def metadata(self) -> dict[str, Any]:
+        """The task as a JSON-ready dictionary (the CSV's ``json_metadata``)."""
+        return {
+            "basis": self.basis,
+            "distance": self.distance,
+            "rounds": self.rounds,
+            "noise": self.noise,
+            "p": self.p,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> AccuracyTask:
+        return cls(
+            basis=meta["basis"],
+            distance=int(meta["distance"]),
+            rounds=int(meta["rounds"]),
+            noise=meta["noise"],
+            p=float(meta["p"]),
+        )
+
+    def circuit(self) -> Any:
+        """The noisy memory circuit (a ``stim.Circuit``)."""
+        assert self.rounds is not None
+        return memory_circuit(
+            distance=self.distance,
+            rounds=self.rounds,
+            basis=self.basis,
+            noise=NoiseModel.from_name(self.noise, self.p),
+        )
+
+
+def chunk_seed(strong_id: str, index: int, *, seed_base: int = 10**9) -> int:
+    """The sampling seed of chunk ``index`` of a task: ``seed_base`` plus a stable hash.
+
+    >>> chunk_seed("a", 0) == chunk_seed("a", 0) != chunk_seed("a", 1)
+    True
+    >>> chunk_seed("a", 0) >= 10**9
+    True
+    """
+    if seed_base < _MIN_SEED_BASE:
+        raise ValueError(f"seed_base must be >= {_MIN_SEED_BASE} (training seeds lie below)")
+    digest = hashlib.sha256(f"{strong_id}#{index}".encode()).digest()
+    return seed_base + int.from_bytes(digest[:8], "little") % 2**60
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def read_rows(csv_path: Path) -> list[dict[str, Any]]:
+    """The CSV's rows, parsed (numbers as ints/floats, JSON columns as dicts).
+
+    A missing or empty file has no rows; a last line cut off mid-write (no
+    newline) is ignored, and the next :func:`run_accuracy` removes it.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if not text.strip():
+        return []
+    lines = text.splitlines(keepends=True)
+    header = next(csv.reader([lines[0]]))
+    if tuple(h.strip() for h in header) != CSV_HEADER:
+        raise ValueError(
+            f"{path}: not an accuracy CSV (header {header!r}, expected {list(CSV_HEADER)})"
+        )
+    rows = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        if n == len(lines) and not line.endswith("\n"):
+            break  # the row in flight when a previous run stopped: not data
+        try:
+            fields = next(csv.reader([line]))
+            if len(fields) != len(CSV_HEADER):
+                raise ValueError(f"{len(fields)} fields")
+            rec = dict(zip(CSV_HEADER, (f.strip() for f in fields), strict=True))
+            rows.append(
+                {
+                    "shots": int(rec["shots"]),
+                    "errors": int(rec["errors"]),
+                    "discards": int(rec["discards"]),
+                    "seconds": float(rec["seconds"]),
+                    "decoder": rec["decoder"],
+                    "strong_id": rec["strong_id"],
+                    "json_metadata": json.loads(rec["json_metadata"]),
+                    "custom_counts": json.loads(rec["custom_counts"] or "{}"),
+                }
+            )
+        except (ValueError, csv.Error) as exc:
+            raise ValueError(f"{path}:{n}: malformed row ({exc})") from exc
+    return rows
+
+
+def _format_row(
+    *,
+    shots: int,
+    errors: int,
+    seconds: float,
+    decoder: str,
+    strong_id: str,
+    metadata: dict[str, Any],
+    counts: dict[str, int],
+) -> list[str]:
+    return [
+        str(shots),
+        str(errors),
+        "0",
+        f"{seconds:.6f}",
+        decoder,
+        strong_id,
+        json.dumps(metadata, sort_keys=True, separators=(",", ":")),
+        json.dumps(counts, sort_keys=True, separators=(",", ":")),
+    ]
+
+
+def _drop_cut_line(csv_path: Path) -> None:
+    """Truncate a last line left without its newline by an interrupted write."""
+    with open(csv_path, "r+b") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(-1, 2)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def _append(csv_path: Path, rows: Sequence[list[str]]) -> None:
+    """Append rows in one write, flushed; the header first if the file is new."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    fresh = not csv_path.exists() or csv_path.stat().st_size == 0
+    if fresh:
+        writer.writerow(CSV_HEADER)
+    else:
+        _drop_cut_line(csv_path)
+    writer.writerows(rows)
+    with open(csv_path, "a", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _model_id(model: Any) -> str:
+    h = hashlib.sha256()
+    h.update(f"{model.weight_bits},{model.act_bits}".encode())
+    for w, b in zip(model.weights, model.biases, strict=True):
+        h.update(str(w.shape).encode())
+        h.update(np.ascontiguousarray(w, dtype=np.int32).tobytes())
+        h.update(np.ascontiguousarray(b, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Progress:
+    shots: dict[str, int]
+    errors: dict[str, int]
+    chunks: int
+    model_ids: frozenset[str]
+
+
+def _progress_of(rows: Iterable[dict[str, Any]], strong_id: str) -> _Progress:
+    shots = dict.fromkeys(ACCURACY_DECODERS, 0)
+    errors = dict.fromkeys(ACCURACY_DECODERS, 0)
+    count = dict.fromkeys(ACCURACY_DECODERS, 0)
+    model_ids = set()
+    for r in rows:
+        if r["strong_id"] != strong_id or r["decoder"] not in shots:
+            continue
+        shots[r["decoder"]] += r["shots"]
+        errors[r["decoder"]] += r["errors"]
+        count[r["decoder"]] += 1
+        if r["decoder"] == PRE and "model_id" in r["json_metadata"]:
+            model_ids.add(r["json_metadata"]["model_id"])
+    return _Progress(shots, errors, max(count.values()), frozenset(model_ids))
+
+
+def _done(prog: _Progress, *, min_errors: int, max_shots: int) -> bool:
+    return max(prog.shots.values()) >= max_shots or all(
+        e >= min_errors for e in prog.errors.values()
+    )
+
+
+def _mismatches(pred: np.ndarray, obs: np.ndarray) -> int:
+    return int(np.any(np.asarray(pred, dtype=bool) != obs, axis=1).sum())
+
+
+def _decode_b1(matching: Any, dets: np.ndarray) -> int:
+    t0 = time.perf_counter_ns()
+    for i in range(dets.shape[0]):
+        matching.decode(dets[i])
+    return time.perf_counter_ns() - t0
+
+
+def run_accuracy(
+    tasks: Iterable[AccuracyTask],
+    *,
+    csv_path: Path,
+    model: Any = "default",
+    backend: str = "auto",
+    min_errors: int = 100,
+    max_shots: int = 200_000,
+    chunk: int = 10_000,
+    max_seconds_per_task: float | None = None,
+    seed_base: int = 10**9,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Sample and decode each task until its targets are met, appending to ``csv_path``.
+
+    A task stops once every decoder has ``min_errors`` errors, or it reached
+    ``max_shots`` shots (counting rows already in the CSV), or this call spent
+    ``max_seconds_per_task`` on it. Rows already in the CSV count: a second call
+    with the same targets does nothing, one with higher targets continues.
+
+    Args:
+        tasks: the points to measure.
+        csv_path: sinter-format CSV, created if missing, appended to otherwise.
+        model: pre-decoder model: packaged name, ``.npz`` path or ``QuantizedModel``.
+        backend: pre-decoder backend (``qhil.kernels.BACKENDS``) or "auto".
+        min_errors: errors wanted from every decoder.
+        max_shots: shots at most per task.
+        chunk: shots per chunk (one CSV row per decoder per chunk).
+        max_seconds_per_task: wall-clock budget of this call per task, or None.
+        seed_base: the lowest seed; at least 10**9.
+        progress: called with one line of text after each chunk.
+    """
+    import pymatching
+
+    from qhil.kernels._predecoder import PreDecoder, resolve_model
+
+    if chunk < 1 or max_shots < 1 or min_errors < 0:
+        raise ValueError("need chunk >= 1, max_shots >= 1 and min_errors >= 0")
+    if seed_base < _MIN_SEED_BASE:
+        raise ValueError(f"seed_base must be >= {_MIN_SEED_BASE} (training seeds lie below)")
+    csv_path = Path(csv_path)
+    tasks = list(tasks)
+    ids = [t.strong_id for t in tasks]
+    if len(set(ids)) != len(ids):
+        raise ValueError("tasks must be distinct")
+    rows = read_rows(csv_path)
+    qmodel = resolve_model(model)
+    model_id = _model_id(qmodel)
+    model_name = str(model) if isinstance(model, (str, Path)) else "<QuantizedModel>"
+
+    for task in tasks:
+        sid = task.strong_id
+        prog = _progress_of(rows, sid)
+        if prog.model_ids - {model_id}:
+            raise ValueError(
+                f"{csv_path} holds {PRE} rows for {sid} from another model "
+                f"({', '.join(sorted(prog.model_ids))}, this one is {model_id}); "
+                "use a new CSV file per model"
+            )
+        if _done(prog, min_errors=min_errors, max_shots=max_shots):
+            continue
+        circuit = task.circuit()
+        dem = circuit.detector_error_model(decompose_errors=True)
+        m_plain = pymatching.Matching.from_detector_error_model(dem)
+        m_corr = pymatching.Matching.from_detector_error_model(dem, enable_correlations=True)
+        pre = PreDecoder.for_circuit(circuit, model=qmodel, backend=backend)
+        meta = task.metadata()
+        pre_meta = {**meta, "backend": pre.backend, "model": model_name, "model_id": model_id}
+
+        # Warm up (JIT, caches) on shots from a seed no chunk uses (index -1).
+        warm_seed = chunk_seed(sid, -1, seed_base=seed_base)
+        warm = sample_shots(circuit, shots=_WARMUP_SHOTS, seed=warm_seed).detectors
+        warm8 = warm.astype(np.uint8)
+        m_plain.decode_batch(warm8)
+        m_corr.decode_batch(warm8, enable_correlations=True)
+        pre.predecode(warm)
+        _decode_b1(m_plain, warm8[:8])
+
+        started = time.monotonic()
+        index = prog.chunks
+        shots_done = max(prog.shots.values())
+        errors = dict(prog.errors)
+        while True:
+            n = min(chunk, max_shots - shots_done)
+            batch = sample_shots(circuit, shots=n, seed=chunk_seed(sid, index, seed_base=seed_base))
+            dets = batch.detectors
+            obs = batch.observables
+            dets8 = dets.astype(np.uint8)
+            b1 = min(_B1_SHOTS, n)
+
+            t0 = time.perf_counter_ns()
+            pred_a = m_plain.decode_batch(dets8)
+            ns_a = time.perf_counter_ns() - t0
+            b1_raw_ns = _decode_b1(m_plain, dets8[:b1])
+
+            t0 = time.perf_counter_ns()
+            pred_b = m_corr.decode_batch(dets8, enable_correlations=True)
+            ns_b = time.perf_counter_ns() - t0
+
+            t0 = time.perf_counter_ns()
+            res = pre.predecode(dets)
+            ns_pre = time.perf_counter_ns() - t0
+            resid8 = res.residual.astype(np.uint8)
+            t0 = time.perf_counter_ns()
+            pred_r = m_plain.decode_batch(resid8)
+            ns_resid = time.perf_counter_ns() - t0
+            b1_resid_ns = _decode_b1(m_plain, resid8[:b1])
+            pred_c = res.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
+
+            err = {
+                PM: _mismatches(pred_a, obs),
+                PM_CORR: _mismatches(pred_b, obs),
+                PRE: _mismatches(pred_c, obs),
+            }
+            _append(
+                csv_path,
+                [
+                    _format_row(
+                        shots=n,
+                        strong_id=sid,
+                        errors=err[PM],
+                        seconds=ns_a * 1e-9,
+                        decoder=PM,
+                        metadata=meta,
+                        counts={"decode_ns": ns_a, "pm_raw_b1_ns": b1_raw_ns, "b1_shots": b1},
+                    ),
+                    _format_row(
+                        shots=n,
+                        strong_id=sid,
+                        errors=err[PM_CORR],
+                        seconds=ns_b * 1e-9,
+                        decoder=PM_CORR,
+                        metadata=meta,
+                        counts={"decode_ns": ns_b},
+                    ),
+                    _format_row(
+                        shots=n,
+                        strong_id=sid,
+                        errors=err[PRE],
+                        seconds=(ns_pre + ns_resid) * 1e-9,
+                        decoder=PRE,
+                        metadata=pre_meta,
+                        counts={
+                            "events_before": int(dets.sum()),
+                            "events_after": int(res.residual.sum()),
+                            "predecoder_ns": ns_pre,
+                            "corrections": int(np.asarray(res.corrections).sum()),
+                            "pm_residual_ns": ns_resid,
+                            "pm_residual_b1_ns": b1_resid_ns,
+                            "b1_shots": b1,
+                        },
+                    ),
+                ],
+            )
+            index += 1
+            shots_done += n
+            for k, v in err.items():
+                errors[k] += v
+            if progress is not None:
+                progress(
+                    f"{sid}: {shots_done} shots, errors "
+                    + ", ".join(f"{k}={errors[k]}" for k in ACCURACY_DECODERS)
+                )
+            if shots_done >= max_shots or all(e >= min_errors for e in errors.values()):
+                break
+            if (
+                max_seconds_per_task is not None
+                and time.monotonic() - started >= max_seconds_per_task
+            ):
+                break
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _div(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def summarize(csv_path: Path, *, min_errors: int = 100) -> list[dict[str, Any]]:
+    """One dictionary per (task, decoder), summed over the CSV's chunks.
+
+    Each has the task's fields, ``strong_id``, ``decoder``, ``shots``,
+    ``errors``, ``seconds``, ``ler`` (per shot), ``ler_lo``/``ler_hi`` (95%
+    Wilson), ``enough_errors`` (``errors >= min_errors``) and ``counts``
+    (summed ``custom_counts``), plus figures of the whole task, the same on
+    each of its rows (None where a decoder is missing or a divisor is 0):
+
+    - ``density_before`` / ``density_after``: detection events per detector
+      per shot, before and after the pre-decoder; ``density_cut``: their ratio;
+    - ``pm_us_per_round_raw`` / ``pm_us_per_round_residual`` (batched) and
+      ``pm_b1_us_per_round_raw`` / ``pm_b1_us_per_round_residual`` (one shot
+      per ``decode``): PyMatching µs per round, means; ``pm_speedup`` and
+      ``pm_b1_speedup``: raw over residual;
+    - ``pm_corr_us_per_round``: correlated PyMatching, batched;
+    - ``predecoder_us_per_shot``: pre-decoder inference, mean;
+    - ``ler_ratio_pm`` / ``ler_ratio_pm_corr``: LER of PyMatching (uncorrelated
+      / correlated) over LER of pre-decoder + PyMatching;
+    - ``backends``: the pre-decoder backends the rows were taken with.
+    """
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in read_rows(Path(csv_path)):
+        key = (r["strong_id"], r["decoder"])
+        g = groups.setdefault(
+            key,
+            {
+                "meta": r["json_metadata"],
+                "shots": 0,
+                "errors": 0,
+                "discards": 0,
+                "seconds": 0.0,
+                "counts": {},
+                "backends": set(),
+            },
+        )
+        g["shots"] += r["shots"]
+        g["errors"] += r["errors"]
+        g["discards"] += r["discards"]
+        g["seconds"] += r["seconds"]
+        for k, v in r["custom_counts"].items():
+            g["counts"][k] = g["counts"].get(k, 0) + v
+        if "backend" in r["json_metadata"]:
+            g["backends"].add(r["json_metadata"]["backend"])
+
+    detectors: dict[tuple[int, int, str], int] = {}
+    out: list[dict[str, Any]] = []
+    by_task: dict[str, dict[str, dict[str, Any]]] = {}
+    for (sid, decoder), g in groups.items():
+        task = AccuracyTask.from_metadata(g["meta"])
+        assert task.rounds is not None
+        lo, hi = wilson_interval(g["errors"], g["shots"])
+        row = {
+            **task.metadata(),
+            "strong_id": sid,
+            "decoder": decoder,
+            "shots": g["shots"],
+            "errors": g["errors"],
+            "discards": g["discards"],
+            "seconds": g["seconds"],
+            "ler": g["errors"] / g["shots"] if g["shots"] else 0.0,
+            "ler_lo": lo,
+            "ler_hi": hi,
+            "enough_errors": g["errors"] >= min_errors,
+            "counts": dict(g["counts"]),
+            "backends": sorted(g["backends"]),
+        }
+        dkey = (task.distance, task.rounds, task.basis)
+        if dkey not in detectors:
+            detectors[dkey] = memory_circuit(
+                distance=task.distance, rounds=task.rounds, basis=task.basis
+            ).num_detectors
+        row["num_detectors"] = detectors[dkey]
+        out.append(row)
+        by_task.setdefault(sid, {})[decoder] = row
+
+    for rows in by_task.values():
+        a, b, c = rows.get(PM), rows.get(PM_CORR), rows.get(PRE)
+        any_row = next(iter(rows.values()))
+        rounds, ndet = any_row["rounds"], any_row["num_detectors"]
+        fig: dict[str, Any] = dict.fromkeys(
+            (
+                "density_before",
+                "density_after",
+                "density_cut",
+                "pm_us_per_round_raw",
+                "pm_us_per_round_residual",
+                "pm_speedup",
+                "pm_b1_us_per_round_raw",
+                "pm_b1_us_per_round_residual",
+                "pm_b1_speedup",
+                "pm_corr_us_per_round",
+                "predecoder_us_per_shot",
+                "ler_ratio_pm",
+                "ler_ratio_pm_corr",
+            )
+        )
+        if c is not None and c["shots"]:
+            cc, n = c["counts"], c["shots"]
+            fig["density_before"] = cc.get("events_before", 0) / (n * ndet)
+            fig["density_after"] = cc.get("events_after", 0) / (n * ndet)
+            fig["density_cut"] = _div(fig["density_before"], fig["density_after"])
+            fig["pm_us_per_round_residual"] = cc.get("pm_residual_ns", 0) / n / rounds / 1e3
+            b1 = cc.get("b1_shots", 0)
+            if b1:
+                fig["pm_b1_us_per_round_residual"] = cc["pm_residual_b1_ns"] / b1 / rounds / 1e3
+            fig["predecoder_us_per_shot"] = cc.get("predecoder_ns", 0) / n / 1e3
+        if a is not None and a["shots"]:
+            ac = a["counts"]
+            fig["pm_us_per_round_raw"] = ac.get("decode_ns", 0) / a["shots"] / rounds / 1e3
+            if ac.get("b1_shots", 0):
+                fig["pm_b1_us_per_round_raw"] = ac["pm_raw_b1_ns"] / ac["b1_shots"] / rounds / 1e3
+        if b is not None and b["shots"]:
+            fig["pm_corr_us_per_round"] = (
+                b["counts"].get("decode_ns", 0) / b["shots"] / rounds / 1e3
+            )
+        if fig["pm_us_per_round_raw"] is not None and fig["pm_us_per_round_residual"] is not None:
+            fig["pm_speedup"] = _div(fig["pm_us_per_round_raw"], fig["pm_us_per_round_residual"])
+        if (
+            fig["pm_b1_us_per_round_raw"] is not None
+            and fig["pm_b1_us_per_round_residual"] is not None
+        ):
+            fig["pm_b1_speedup"] = _div(
+                fig["pm_b1_us_per_round_raw"], fig["pm_b1_us_per_round_residual"]
+            )
+        if c is not None and c["ler"] > 0:
+            if a is not None:
+                fig["ler_ratio_pm"] = a["ler"] / c["ler"]
+            if b is not None:
+                fig["ler_ratio_pm_corr"] = b["ler"] / c["ler"]
+        for row in rows.values():
+            row.update(fig)
+
+    order = {d: i for i, d in enumerate(ACCURACY_DECODERS)}
+    out.sort(
+        key=lambda r: (
+            r["noise"],
+            r["basis"],
+            r["distance"],
+            r["rounds"],
+            r["p"],
+            order.get(r["decoder"], len(order)),
+            r["decoder"],
+        )
+    )
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return format(x, spec)
+
+
+def _fmt_ler(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "—"
+    return f"{r['ler']:.2e} [{r['ler_lo']:.1e}, {r['ler_hi']:.1e}]"
+
+
+def write_summary(
+    csv_path: Path, *, md_path: Path, png_path: Path, machine: str, min_errors: int = 100
+) -> list[dict[str, Any]]:
+    """Write a markdown table (one line per task) and a log-log plot of LER versus p.
+
+    Returns :func:`summarize`'s rows.
+    """
+    rows = summarize(csv_path, min_errors=min_errors)
+    tasks: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        tasks.setdefault(r["strong_id"], {})[r["decoder"]] = r
+
+    backends = sorted({b for r in rows for b in r["backends"]})
+    lines = [
+        "# Accuracy: PyMatching alone versus pre-decoder + PyMatching",
+        "",
+        f"- machine: {machine}",
+        f"- pre-decoder backend(s): {', '.join(backends) or '—'}",
+        f"- data: `{Path(csv_path).name}` (sinter-format CSV)",
+        "- LER: logical errors per shot, with 95% Wilson intervals; all decoders ran on the "
+        "same shots, sampled from seeds >= 10**9 (never used in training).",
+        "- PM: PyMatching 2 uncorrelated; PM-corr: `enable_correlations=True`; "
+        "pre+PM: pre-decoder, then PyMatching on the residual.",
+        "- density: detection events per detector per shot, before / after the pre-decoder.",
+        "- PyMatching µs/round: mean decode time per shot divided by rounds, on the raw and on "
+        "the residual syndrome; batched (`decode_batch`) and batch-1 (`decode` per shot, "
+        "first 500 shots of each chunk). Pre-decoder µs/shot: mean inference time per shot.",
+        f"- low: `yes` where a decoder has fewer than {min_errors} errors.",
+        "",
+        "| basis | d | rounds | noise | p | shots | LER PM | LER PM-corr | LER pre+PM "
+        "| PM / pre+PM | PM-corr / pre+PM | density before | density after | cut × "
+        "| PM µs/round raw | PM µs/round residual | speedup "
+        "| PM b1 µs/round raw | PM b1 µs/round residual | b1 speedup "
+        "| pre µs/shot | low |",
+        "|" + "---|" * 22,
+    ]
+    for decs in tasks.values():
+        r0 = next(iter(decs.values()))
+        low = any(not d["enough_errors"] for d in decs.values()) or len(decs) < len(
+            ACCURACY_DECODERS
+        )
+        cells = [
+            r0["basis"],
+            str(r0["distance"]),
+            str(r0["rounds"]),
+            r0["noise"],
+            f"{r0['p']:g}",
+            str(max(d["shots"] for d in decs.values())),
+            _fmt_ler(decs.get(PM)),
+            _fmt_ler(decs.get(PM_CORR)),
+            _fmt_ler(decs.get(PRE)),
+            _fmt(r0["ler_ratio_pm"], ".2f"),
+            _fmt(r0["ler_ratio_pm_corr"], ".2f"),
+            _fmt(r0["density_before"], ".2e"),
+            _fmt(r0["density_after"], ".2e"),
+            _fmt(r0["density_cut"], ".2f"),
+            _fmt(r0["pm_us_per_round_raw"]),
+            _fmt(r0["pm_us_per_round_residual"]),
+            _fmt(r0["pm_speedup"], ".2f"),
+            _fmt(r0["pm_b1_us_per_round_raw"]),
+            _fmt(r0["pm_b1_us_per_round_residual"]),
+            _fmt(r0["pm_b1_speedup"], ".2f"),
+            _fmt(r0["predecoder_us_per_shot"]),
+            "yes" if low else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    Path(md_path).write_text("\n".join(lines) + "\n")
+    _plot(rows, Path(png_path), machine=machine)
+    return rows
+
+
+_STYLE = {
+    PM: {"marker": "o", "linestyle": "-", "label": "PyMatching"},
+    PM_CORR: {"marker": "s", "linestyle": "--", "label": "PyMatching correlated"},
+    PRE: {"marker": "^", "linestyle": ":", "label": "pre-decoder + PyMatching"},
+}
+
+
+def _plot(rows: list[dict[str, Any]], png_path: Path, *, machine: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["noise"], r["basis"]) for r in rows})
+    fig, axes = plt.subplots(
+        1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.5), squeeze=False
+    )
+    cmap = plt.get_cmap("viridis")
+    for ax, (noise, basis) in zip(axes[0], panels, strict=False):
+        sub = [r for r in rows if r["noise"] == noise and r["basis"] == basis]
+        curves = sorted({(r["distance"], r["rounds"]) for r in sub})
+        for i, (d, t) in enumerate(curves):
+            color = cmap(i / max(1, len(curves) - 1) * 0.85)
+            for dec in ACCURACY_DECODERS:
+                pts = sorted(
+                    (
+                        r
+                        for r in sub
+                        if (r["distance"], r["rounds"]) == (d, t) and r["decoder"] == dec
+                    ),
+                    key=lambda r: r["p"],
+                )
+                pts = [r for r in pts if r["errors"] > 0]  # a zero has no place on a log axis
+                if not pts:
+                    continue
+                ps = np.array([r["p"] for r in pts])
+                ler = np.array([r["ler"] for r in pts])
+                yerr = np.array(
+                    [[r["ler"] - r["ler_lo"] for r in pts], [r["ler_hi"] - r["ler"] for r in pts]]
+                )
+                name = f"d={d}" if t == d else f"d={d}, r={t}"
+                style = _STYLE[dec]
+                ax.errorbar(
+                    ps,
+                    ler,
+                    yerr=yerr,
+                    color=color,
+                    marker=style["marker"],
+                    linestyle=style["linestyle"],
+                    capsize=2,
+                    markersize=4,
+                    label=f"{name} {style['label']}",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("physical error rate p")
+        ax.set_ylabel("logical error rate per shot")
+        ax.set_title(f"{basis.upper()} basis, {noise}")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"LER vs p (95% Wilson intervals) — {machine}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)

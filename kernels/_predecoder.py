@@ -1,0 +1,188 @@
+"""``PreDecoder``: the CNN pre-decoder in front of PyMatching, as outside harnesses call it.
+
+    pd = PreDecoder.for_circuit(circuit, model="default", backend="auto")
+    res = pd.predecode(dets)
+    final = res.obs_flip ^ matching.decode_batch(res.residual)
+
+``final`` is the prediction for any ``pymatching.Matching`` built from the
+circuit's detector error model. The residual is exactly the detection events
+the pre-decoder's corrections leave, and ``obs_flip`` is exactly what those
+corrections do to the observable (see ``PreDecoderGeometry``). So the line
+above is correct whatever the network predicts; the network only decides how
+much work is left for PyMatching.
+
+>>> import stim, pymatching
+>>> circuit = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3, rounds=3,
+...                                  after_clifford_depolarization=0.002)
+>>> pd = PreDecoder.for_circuit(circuit, backend="numpy")
+>>> dets, obs = circuit.compile_detector_sampler(seed=1).sample(100, separate_observables=True)
+>>> res = pd.predecode(dets)
+>>> res.residual.shape == dets.shape, res.obs_flip.shape
+(True, (100, 1))
+>>> dem = circuit.detector_error_model(decompose_errors=True)
+>>> m = pymatching.Matching.from_detector_error_model(dem)
+>>> final = res.obs_flip ^ m.decode_batch(res.residual).astype(bool)
+>>> final.shape
+(100, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import stim
+
+from qhil.kernels._geometry import PreDecoderGeometry
+from qhil.kernels._model import QuantizedModel, reference_logits
+
+__all__ = ["BACKENDS", "MODELS", "PreDecodeResult", "PreDecoder", "available_backends"]
+
+BACKENDS = ("numpy", "numba", "cuda")
+_MODEL_DIR = Path(__file__).with_name("models")
+MODELS = ("default",)
+
+Logits = Callable[[np.ndarray, QuantizedModel], np.ndarray]
+
+
+def _numba_logits() -> Logits:
+    from qhil.kernels._numba_backend import numba_logits
+
+    return numba_logits
+
+
+def _cuda_logits() -> Logits:
+    raise RuntimeError(
+        "the CUDA backend needs an NVIDIA GPU with the 'gpu' extra (CuPy), and is not part of "
+        "this release yet; use backend='numba' or 'numpy'"
+    )
+
+
+_LOADERS: dict[str, Callable[[], Logits]] = {
+    "numpy": lambda: reference_logits,
+    "numba": _numba_logits,
+    "cuda": _cuda_logits,
+}
+
+
+@functools.cache
+def available_backends() -> tuple[str, ...]:
+    """Backends that run here, fastest first."""
+    found = []
+    for name in ("cuda", "numba", "numpy"):
+        try:
+            _LOADERS[name]()
+        except (ImportError, RuntimeError):
+            continue
+        found.append(name)
+    return tuple(found)
+
+
+@functools.cache
+def _load_model(name: str) -> QuantizedModel:
+    path = _MODEL_DIR / f"{name}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the packaged model {name!r} is missing ({path}); reinstall qhil, or pass a model "
+            "file path; `qhil train` reproduces it"
+        )
+    return QuantizedModel.load(path)
+
+
+def resolve_model(model: str | Path | QuantizedModel) -> QuantizedModel:
+    """A model by packaged name (``MODELS``), by ``.npz`` path, or as given."""
+    if isinstance(model, QuantizedModel):
+        return model
+    if isinstance(model, str) and model in MODELS:
+        return _load_model(model)
+    path = Path(model)
+    if path.suffix != ".npz":
+        raise ValueError(
+            f"model must be one of {MODELS}, a .npz model file, or a QuantizedModel; got {model!r}"
+        )
+    return QuantizedModel.load(path)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PreDecodeResult:
+    """What the pre-decoder leaves for PyMatching.
+
+    Attributes:
+        residual: bool[shots, num_detectors], the detection events its
+            corrections leave, in stim's detector order.
+        obs_flip: bool[shots, num_observables], the logical flip its
+            corrections make (``pre_L``).
+        corrections: int64[shots], how many corrections it applied per shot.
+    """
+
+    residual: np.ndarray
+    obs_flip: np.ndarray
+    corrections: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.residual.shape[0]
+        if self.obs_flip.shape[0] != n or self.corrections.shape != (n,):
+            raise ValueError("residual, obs_flip and corrections must cover the same shots")
+
+
+class PreDecoder:
+    """The CNN pre-decoder laid out for one circuit."""
+
+    def __init__(self, geometry: PreDecoderGeometry, model: QuantizedModel, backend: str,
+                 *, batch_size: int = 256) -> None:  # fmt: skip
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or 'auto'; got {backend!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.geometry = geometry
+        self.model = model
+        self.backend = backend
+        self.batch_size = batch_size
+        self._logits = _LOADERS[backend]()
+
+    @classmethod
+    def for_circuit(cls, circuit: stim.Circuit, *, model: str | Path | QuantizedModel = "default",
+                    backend: str = "auto", batch_size: int = 256) -> PreDecoder:  # fmt: skip
+        """Lay the pre-decoder out for ``circuit``.
+
+        Args:
+            circuit: a rotated surface-code memory circuit, X or Z basis, any odd
+                d >= 3, any rounds; stim's generated ones or ``qhil.sim``'s, any noise.
+            model: a packaged model name, a ``.npz`` model file, or a ``QuantizedModel``.
+            backend: one of ``BACKENDS``, or "auto" for the fastest available.
+            batch_size: shots per inference call (bounds memory).
+        """
+        if backend == "auto":
+            backend = available_backends()[0]
+        return cls(PreDecoderGeometry.from_circuit(circuit), resolve_model(model), backend,
+                   batch_size=batch_size)  # fmt: skip
+
+    def outputs(self, dets: np.ndarray) -> np.ndarray:
+        """The binarized network outputs, masked to real errors.
+
+        Returns:
+            bool[shots, 4, T, d, d] (channels: data Z flip, data X flip,
+            X-measurement flip, Z-measurement flip).
+        """
+        x = self.geometry.inputs(dets)
+        out = np.empty(x.shape, dtype=bool)
+        for lo in range(0, x.shape[0], self.batch_size):
+            hi = lo + self.batch_size
+            out[lo:hi] = self._logits(np.ascontiguousarray(x[lo:hi]), self.model) > 0
+        out &= self.geometry.output_mask
+        return out
+
+    def predecode(self, dets: np.ndarray) -> PreDecodeResult:
+        """Run the pre-decoder on a batch of shots.
+
+        Args:
+            dets: bool or uint8[shots, num_detectors], stim detector order.
+        """
+        dets = np.asarray(dets)
+        e = self.outputs(dets)
+        flips, obs = self.geometry.footprint(e)
+        residual = dets.astype(bool) ^ flips
+        return PreDecodeResult(residual, obs, e.reshape(e.shape[0], -1).sum(axis=1))
