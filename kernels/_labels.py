@@ -269,7 +269,7 @@ def _shared(
 ) -> list[tuple[int, int]]:
     """Data cells both type-``kind`` stabilizers on cells ``a`` and ``b`` act on."""
     both = _support(geometry, kind, a) & _support(geometry, kind, b)
-    return [_cell(geometry, q) for q in np.flatnonzero(both)]
+    return [_cell(geometry, int(q)) for q in np.flatnonzero(both)]
 
 
 def _hook_pairs(
@@ -282,7 +282,7 @@ def _hook_pairs(
         sm = geometry.layout.parity_check[kind, m].astype(bool)
         for qa in np.flatnonzero(sa & sm & ~sb):
             for qb in np.flatnonzero(sb & sm & ~sa):
-                pairs.append((_cell(geometry, qa), _cell(geometry, qb)))
+                pairs.append((_cell(geometry, int(qa)), _cell(geometry, int(qb))))
     return pairs
 
 
@@ -324,12 +324,12 @@ def _rule_candidates(table: _EntryTable, dets: frozenset[int]) -> tuple[str, lis
         rule = "boundary"
         t, k, r, c = info[0]
         h = layout.parity_check[k]
-        for q in np.flatnonzero(h[r * geometry.distance + c]):
-            if h[:, q].sum() == 1:  # no other stabilizer of this kind touches q
-                cands.append([table.flat(_DATA_CHANNEL[k], t, *_cell(geometry, q))])
+        for qi in np.flatnonzero(h[r * geometry.distance + c]):
+            if h[:, qi].sum() == 1:  # no other stabilizer of this kind touches qi
+                cands.append([table.flat(_DATA_CHANNEL[k], t, *_cell(geometry, int(qi)))])
         cands.append([table.flat(2 + k, t, r, c)])
         cands.append([table.flat(2 + k, t - 1, r, c)] if t > 0 else [None])
-    return rule, [[int(i) for i in cand] for cand in cands if None not in cand]
+    return rule, [[i for i in cand if i is not None] for cand in cands if None not in cand]
 
 
 def _map_component(

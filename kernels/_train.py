@@ -87,7 +87,10 @@ class TrainConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         if bad := sorted(set(data) - fields):
             raise ValueError(f"{p}: [train] has unknown keys {bad}; valid keys: {sorted(fields)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**values)
 
 
 def _net(config: TrainConfig) -> Any:

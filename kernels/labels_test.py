@@ -57,8 +57,10 @@ def _corrections(lab: CanonicalLabels) -> np.ndarray:
     return lab.labels(np.eye(lab.num_errors, dtype=bool))
 
 
-STIM_KEYS = [("stim", b, d, r) for b in ("x", "z") for d in (3, 5, 7) for r in sorted({1, 2, d})]
-SIM_KEYS = [("sim", n, b) for n in ("sd6", "si1000") for b in ("x", "z")]
+STIM_KEYS: list[tuple[object, ...]] = [
+    ("stim", b, d, r) for b in ("x", "z") for d in (3, 5, 7) for r in sorted({1, 2, d})
+]
+SIM_KEYS: list[tuple[object, ...]] = [("sim", n, b) for n in ("sd6", "si1000") for b in ("x", "z")]
 
 
 def _circuit(key: tuple) -> stim.Circuit:
@@ -167,7 +169,7 @@ def test_each_rule_gives_its_documented_correction() -> None:
     # Diagonal: the same pair across slices 2 and 3 -> data flip at 3 plus a meas flip at 2.
     pair = frozenset({int(idx[1, 2, r0, c0]), int(idx[1, 3, r1, c1])})
     rule, entries = _labels._map_component(table, pair, False)
-    assert rule == "diagonal"
+    assert rule == "diagonal" and entries is not None
     want = [(1, 3, *shared[0]), (3, 2, r0, c0)]
     assert sorted(entries) == sorted(int(np.ravel_multi_index(w, lab.label_shape)) for w in want)
 
