@@ -65,7 +65,8 @@ _F64_LIMIT = 1 << 53
 _CHUNK_ELEMS = 1 << 21  # per-chunk activation entries (val + idx ~ 16 MiB at most)
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64}
 
-_JIT = {"cache": True, "parallel": True, "fastmath": False, "nogil": True}
+# One set of flags for every kernel: parallel over (shot, round) rows, exact arithmetic.
+_jit = numba.njit(cache=True, parallel=True, fastmath=False, nogil=True)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -93,7 +94,7 @@ def _epilogue(acc, b, t, y, x, wbits, last, logits, o_cnt, o_idx, o_val, po):
     return vmax
 
 
-@numba.njit(**_JIT)
+@_jit
 def _layer_table(code, tab, bias, k, wbits, last, logits, o_cnt, o_idx, o_val, po, vmax):
     """Layer 0 on a 0/1 input: sum of k**3 table rows indexed by 4-bit codes.
 
@@ -125,7 +126,7 @@ def _layer_table(code, tab, bias, k, wbits, last, logits, o_cnt, o_idx, o_val, p
         vmax[job] = m
 
 
-@numba.njit(**_JIT)
+@_jit
 def _layer_sparse(cnt, idx, val, w, bias, k, wbits, last, logits, o_cnt, o_idx, o_val, po, vmax):
     """General layer on compacted activations: per-row scatter into an accumulator plane.
 
@@ -203,7 +204,7 @@ def _layer_sparse(cnt, idx, val, w, bias, k, wbits, last, logits, o_cnt, o_idx, 
         vmax[job] = m
 
 
-@numba.njit(**_JIT)
+@_jit
 def _encode(x, p, code):
     """4-bit codes of a 0/1 input into a zero-padded grid; False if x is not 0/1."""
     n_b, _, n_t, n_h, n_w = x.shape
@@ -222,7 +223,7 @@ def _encode(x, p, code):
     return ok.all()
 
 
-@numba.njit(**_JIT)
+@_jit
 def _compact_input(x, p, scale, cnt, idx, val):
     """Compacted ``x << act_bits`` (general inputs), zero-padded by p."""
     n_b, n_c, n_t, n_h, n_w = x.shape
@@ -393,7 +394,8 @@ def numba_logits(
     chunk = max(1, _CHUNK_ELEMS // per_shot)
     before = numba.get_num_threads()
     if threads is not None:
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        cap = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        numba.set_num_threads(max(1, min(int(threads), cap)))
     try:
         for s in range(0, n_b, chunk):
             _run_chunk(x[s : s + chunk], prep, logits[s : s + chunk], _force)

@@ -51,7 +51,9 @@ Logits = Callable[[np.ndarray, QuantizedModel], np.ndarray]
 def _numba_logits() -> Logits:
     from qhil.kernels._numba_backend import numba_logits
 
-    return numba_logits
+    # A few shots are not worth the threads' synchronization (it dominated batch-1
+    # latency on a busy 2-core host); larger batches use every core.
+    return lambda x, model: numba_logits(x, model, threads=1 if x.shape[0] <= 4 else None)
 
 
 def _cuda_logits() -> Logits:

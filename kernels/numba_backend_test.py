@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,7 +21,7 @@ def _input(rng: np.random.Generator, b: int, t: int, d: int, kind: str) -> np.nd
     return x
 
 
-def _check(x: np.ndarray, m: QuantizedModel, **kw: str) -> None:
+def _check(x: np.ndarray, m: QuantizedModel, **kw: Any) -> None:
     got = numba_logits(x, m, **kw)
     assert got.dtype == np.int64 and got.shape == x.shape
     np.testing.assert_array_equal(got, reference_logits(x, m))
