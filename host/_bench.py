@@ -25,7 +25,7 @@ from qhil.host._config import RunConfig
 from qhil.host._report import machine_description
 from qhil.host._stats import Percentiles
 
-__all__ = ["bench_bridge", "bench_loop", "bench_throughput"]
+__all__ = ["bench_backends", "bench_bridge", "bench_loop", "bench_throughput"]
 
 _PACKET = 48  # a d=5 syndrome packet is 47 bytes
 
@@ -147,16 +147,72 @@ def bench_throughput(*, distance: int = 5, shots: int = 50_000) -> dict[str, Any
     from qhil.host._runner import run_loop
 
     rows = []
-    for mode, extra in (("lockstep, 64 in flight", {"frontend.max_in_flight": 64}),
-                        ("paced, 1 us round clock", {"frontend.mode": "paced"})):  # fmt: skip
-        cfg = RunConfig().with_overrides({
-            "experiment.distance": distance, "experiment.rounds": distance,
-            "experiment.shots": shots, **extra,
-        })  # fmt: skip
+    for mode, extra in (
+        ("lockstep, 64 in flight", {"frontend.max_in_flight": 64}),
+        ("paced, 1 us round clock", {"frontend.mode": "paced"}),
+    ):
+        cfg = RunConfig().with_overrides(
+            {
+                "experiment.distance": distance,
+                "experiment.rounds": distance,
+                "experiment.shots": shots,
+                **extra,
+            }
+        )
         r = run_loop(cfg, progress=False).report
-        rows.append({
-            "mode": mode, "rounds_per_s": r.rounds_per_s, "shots_per_s": r.shots_per_s,
-            "rounds_lost": sum(r.rounds_lost.values()), "latency_us": r.latency_us.__dict__,
-            "pacing_interval_us": r.pacing["interval_s"] * 1e6 if r.pacing else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "mode": mode,
+                "rounds_per_s": r.rounds_per_s,
+                "shots_per_s": r.shots_per_s,
+                "rounds_lost": sum(r.rounds_lost.values()),
+                "latency_us": r.latency_us.__dict__,
+                "pacing_interval_us": r.pacing["interval_s"] * 1e6 if r.pacing else None,
+            }
+        )
     return {"machine": machine_description(), "distance": distance, "shots": shots, "rows": rows}
+
+
+def bench_backends(
+    *,
+    model: str = "default",
+    distances: tuple[int, ...] = (5, 9, 13),
+    batches: tuple[int, ...] = (1, 256),
+    p: float = 0.003,
+    repeats: int = 20,
+) -> dict[str, Any]:
+    """Pre-decoder inference time per shot for each CPU backend (median over repeats, µs)."""
+    from qhil.kernels import PreDecoder, available_backends
+    from qhil.sim import NoiseModel, memory_circuit, sample_shots
+
+    rows = []
+    for d in distances:
+        circuit = memory_circuit(
+            distance=d, rounds=d, noise=NoiseModel.from_name("stim-depolarizing", p)
+        )
+        dets = sample_shots(circuit, shots=max(batches), seed=10**9 + d).detectors
+        for backend in [b for b in ("numpy", "numba") if b in available_backends()]:
+            pd = PreDecoder.for_circuit(circuit, model=model, backend=backend)
+            for batch in batches:
+                if backend == "numpy" and batch > 16:
+                    batch_dets = dets[:16]  # the reference is slow; per-shot cost is flat in batch
+                else:
+                    batch_dets = dets[:batch]
+                pd.outputs(batch_dets)  # warm-up (JIT compile / caches)
+                times = []
+                for _ in range(max(3, repeats if backend == "numba" else 3)):
+                    t0 = time.perf_counter_ns()
+                    pd.outputs(batch_dets)
+                    times.append((time.perf_counter_ns() - t0) / len(batch_dets))
+                rows.append(
+                    {
+                        "distance": d,
+                        "rounds": d,
+                        "backend": backend,
+                        "batch": batch,
+                        "measured_batch": len(batch_dets),
+                        "us_per_shot": Percentiles.of(np.array(times)).scaled(1e-3).__dict__,
+                        "us_per_round": float(np.median(times)) * 1e-3 / d,
+                    }
+                )
+    return {"machine": machine_description(), "model": model, "rows": rows}
