@@ -31,10 +31,10 @@ class PreDecodedMatching:
 
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, model: str | Path | QuantizedModel = "default",
-                     backend: str = "auto") -> PreDecodedMatching:  # fmt: skip
+                     backend: str = "auto", threshold: float = 0.0) -> PreDecodedMatching:  # fmt: skip
         dem = circuit.detector_error_model(decompose_errors=True)
         return cls(
-            PreDecoder.for_circuit(circuit, model=model, backend=backend),
+            PreDecoder.for_circuit(circuit, model=model, backend=backend, threshold=threshold),
             pymatching.Matching.from_detector_error_model(dem),
             num_observables=circuit.num_observables,
         )

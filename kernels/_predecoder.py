@@ -134,7 +134,7 @@ class PreDecoder:
     """The CNN pre-decoder laid out for one circuit."""
 
     def __init__(self, geometry: PreDecoderGeometry, model: QuantizedModel, backend: str,
-                 *, batch_size: int = 256) -> None:  # fmt: skip
+                 *, batch_size: int = 256, threshold: float = 0.0) -> None:  # fmt: skip
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or 'auto'; got {backend!r}")
         if batch_size < 1:
@@ -143,11 +143,15 @@ class PreDecoder:
         self.model = model
         self.backend = backend
         self.batch_size = batch_size
+        self.threshold = threshold
+        # The threshold in the logits' integer scale; binarizing stays exact on every backend.
+        self._cut = int(np.floor(threshold * 2 ** (model.weight_bits + model.act_bits)))
         self._logits = _LOADERS[backend]()
 
     @classmethod
     def for_circuit(cls, circuit: stim.Circuit, *, model: str | Path | QuantizedModel = "default",
-                    backend: str = "auto", batch_size: int = 256) -> PreDecoder:  # fmt: skip
+                    backend: str = "auto", batch_size: int = 256,
+                    threshold: float = 0.0) -> PreDecoder:  # fmt: skip
         """Lay the pre-decoder out for ``circuit``.
 
         Args:
@@ -156,11 +160,14 @@ class PreDecoder:
             model: a packaged model name, a ``.npz`` model file, or a ``QuantizedModel``.
             backend: one of ``BACKENDS``, or "auto" for the fastest available.
             batch_size: shots per inference call (bounds memory).
+            threshold: apply a correction where its logit exceeds this. 0 is the
+                Ising binarization (more likely than not); a higher value applies
+                only confident corrections, leaving more to PyMatching.
         """
         if backend == "auto":
             backend = available_backends()[0]
         return cls(PreDecoderGeometry.from_circuit(circuit), resolve_model(model), backend,
-                   batch_size=batch_size)  # fmt: skip
+                   batch_size=batch_size, threshold=threshold)  # fmt: skip
 
     def outputs(self, dets: np.ndarray) -> np.ndarray:
         """The binarized network outputs, masked to real errors.
@@ -173,7 +180,7 @@ class PreDecoder:
         out = np.empty(x.shape, dtype=bool)
         for lo in range(0, x.shape[0], self.batch_size):
             hi = lo + self.batch_size
-            out[lo:hi] = self._logits(np.ascontiguousarray(x[lo:hi]), self.model) > 0
+            out[lo:hi] = self._logits(np.ascontiguousarray(x[lo:hi]), self.model) > self._cut
         out &= self.geometry.output_mask
         return out
 

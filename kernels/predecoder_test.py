@@ -115,3 +115,19 @@ def test_geometry_masks() -> None:
     assert g.shape == (4, 5, 5) and g.obs_channel == 1
     assert not g.output_mask[2:, -1].any()  # no stabilizer measurement in the final slice
     assert g.input_mask.sum() == g.num_detectors
+
+
+def test_threshold_trades_corrections_for_confidence() -> None:
+    circuit = _circuit("z", 3, 3)
+    model = QuantizedModel.random(widths=(4, 6, 4), kernel=3, seed=3)
+    dets = circuit.compile_detector_sampler(seed=2).sample(200)
+    counts = []
+    for threshold in (0.0, 1.0, 1e9):
+        pd = PreDecoder.for_circuit(circuit, model=model, backend="numpy", threshold=threshold)
+        res = pd.predecode(dets)
+        counts.append(int(res.corrections.sum()))
+    assert counts[0] >= counts[1] >= counts[2] == 0 and counts[0] > 0
+    logits = reference_logits(pd.geometry.inputs(dets), model)
+    scale = 2 ** (model.weight_bits + model.act_bits)
+    expected = int(((logits > scale) & pd.geometry.output_mask).sum())
+    assert counts[1] == expected
