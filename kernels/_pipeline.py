@@ -21,8 +21,9 @@ __all__ = ["PreDecodedMatching"]
 class PreDecodedMatching:
     """``obs_flip ^ PyMatching(residual)``, as one decoder."""
 
-    def __init__(self, predecoder: PreDecoder, matching: pymatching.Matching,
-                 *, num_observables: int) -> None:  # fmt: skip
+    def __init__(
+        self, predecoder: PreDecoder, matching: pymatching.Matching, *, num_observables: int
+    ) -> None:
         self.predecoder = predecoder
         self.matching = matching
         self.num_detectors = predecoder.geometry.num_detectors
@@ -30,8 +31,14 @@ class PreDecodedMatching:
         self.name = "predecoder"
 
     @classmethod
-    def from_circuit(cls, circuit: stim.Circuit, *, model: str | Path | QuantizedModel = "default",
-                     backend: str = "auto", threshold: float = 0.0) -> PreDecodedMatching:  # fmt: skip
+    def from_circuit(
+        cls,
+        circuit: stim.Circuit,
+        *,
+        model: str | Path | QuantizedModel = "default",
+        backend: str = "auto",
+        threshold: float = 0.0,
+    ) -> PreDecodedMatching:
         dem = circuit.detector_error_model(decompose_errors=True)
         return cls(
             PreDecoder.for_circuit(circuit, model=model, backend=backend, threshold=threshold),

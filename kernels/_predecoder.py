@@ -133,8 +133,15 @@ class PreDecodeResult:
 class PreDecoder:
     """The CNN pre-decoder laid out for one circuit."""
 
-    def __init__(self, geometry: PreDecoderGeometry, model: QuantizedModel, backend: str,
-                 *, batch_size: int = 256, threshold: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        geometry: PreDecoderGeometry,
+        model: QuantizedModel,
+        backend: str,
+        *,
+        batch_size: int = 256,
+        threshold: float = 0.0,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or 'auto'; got {backend!r}")
         if batch_size < 1:
@@ -149,9 +156,15 @@ class PreDecoder:
         self._logits = _LOADERS[backend]()
 
     @classmethod
-    def for_circuit(cls, circuit: stim.Circuit, *, model: str | Path | QuantizedModel = "default",
-                    backend: str = "auto", batch_size: int = 256,
-                    threshold: float = 0.0) -> PreDecoder:  # fmt: skip
+    def for_circuit(
+        cls,
+        circuit: stim.Circuit,
+        *,
+        model: str | Path | QuantizedModel = "default",
+        backend: str = "auto",
+        batch_size: int = 256,
+        threshold: float = 0.0,
+    ) -> PreDecoder:
         """Lay the pre-decoder out for ``circuit``.
 
         Args:
@@ -166,8 +179,13 @@ class PreDecoder:
         """
         if backend == "auto":
             backend = available_backends()[0]
-        return cls(PreDecoderGeometry.from_circuit(circuit), resolve_model(model), backend,
-                   batch_size=batch_size, threshold=threshold)  # fmt: skip
+        return cls(
+            PreDecoderGeometry.from_circuit(circuit),
+            resolve_model(model),
+            backend,
+            batch_size=batch_size,
+            threshold=threshold,
+        )
 
     def outputs(self, dets: np.ndarray) -> np.ndarray:
         """The binarized network outputs, masked to real errors.
