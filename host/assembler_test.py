@@ -484,13 +484,13 @@ def test_damaged_streams_never_crash_and_balance(
         elif kind == "swap":
             j = int(op[2]) % len(packets)  # type: ignore[call-overload]
             packets[i], packets[j] = packets[j], packets[i]
-        elif kind == "flip":
+        elif kind == "flip" and packets[i]:  # an earlier cut may have emptied it
             p = bytearray(packets[i])
             p[int(op[2]) % len(p)] ^= int(op[3])  # type: ignore[call-overload]
             packets[i] = bytes(p)
-        elif kind == "cut":
+        elif kind == "cut" and packets[i]:
             packets[i] = packets[i][: int(op[2]) % len(packets[i])]  # type: ignore[call-overload]
-        else:
+        elif kind == "forge":
             _, _, stream, shot, rnd, seq, n_bits, flags = op
             packets.insert(
                 i,

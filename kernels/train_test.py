@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,7 +48,9 @@ def test_shipped_config_is_the_one_in_the_model() -> None:
     models = Path(__file__).with_name("models")
     shipped = TrainConfig.load(models / "default.toml")
     meta = json.loads((models / "default.json").read_text())
-    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["training"].items()}
+    recorded: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in meta["training"].items()
+    }
     if meta.get("status", "").startswith("interim"):
         pytest.skip("the shipped model is an interim trial run")
     assert TrainConfig(**recorded) == shipped
