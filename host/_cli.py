@@ -42,6 +42,7 @@ _OVERRIDES: dict[str, tuple[str, type]] = {
     "fault_rate": ("bridge.fault_rate", float),
     "fault_seed": ("bridge.fault_seed", int),
     "decoder": ("decoder.name", str),
+    "backend": ("decoder.backend", str),
     "bridge_name": ("bridge.name", str),
     "out": ("output.dir", str),
 }

@@ -62,7 +62,7 @@ def _positive(table: str, **values: float) -> None:
             raise ConfigError(f"[{table}] {key} must be > 0; got {value!r}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ExperimentSettings:
     """The memory experiment the front end streams."""
 
@@ -91,7 +91,7 @@ class ExperimentSettings:
             raise ConfigError(f"[experiment] seed must be >= 0; got {self.seed}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FrontEndSettings:
     """The FPGA front end (cycle model or board); see ``qhil.fpga.FrontEndConfig``."""
 
@@ -118,7 +118,7 @@ class FrontEndSettings:
             raise ConfigError("[frontend] correction_timeout_s must not exceed stall_timeout_s")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BridgeSettings:
     """The transport between front end and decoder.
 
@@ -166,11 +166,13 @@ class BridgeSettings:
             )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DecoderSettings:
-    """The decoder service. ``spawn = false`` expects a ``qhil serve`` already listening."""
+    """The decoder service. ``backend`` picks the pre-decoder's kernels ("auto" = fastest
+    available). ``spawn = false`` expects a ``qhil serve`` already listening."""
 
     name: str = "pymatching"
+    backend: str = "auto"
     window: int = 4
     assembly_timeout_s: float = 0.05
     spawn: bool = True
@@ -179,10 +181,11 @@ class DecoderSettings:
         from qhil.host._decoders import DECODERS
 
         _choice("decoder", "name", self.name, DECODERS())
+        _choice("decoder", "backend", self.backend, ("auto", "numpy", "numba", "cuda"))
         _positive("decoder", window=self.window, assembly_timeout_s=self.assembly_timeout_s)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class OutputSettings:
     """Where results go. ``save`` also exports the shots for offline checking."""
 

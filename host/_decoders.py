@@ -88,19 +88,20 @@ class PyMatchingDecoder:
         return np.asarray(out, dtype=np.bool_).reshape(dets.shape[0], self.num_observables)
 
 
-DecoderFactory = Callable[[stim.Circuit], Decoder]
+# (circuit, kernel backend) -> decoder; decoders without kernels ignore the backend.
+DecoderFactory = Callable[[stim.Circuit, str], Decoder]
 
 _REGISTRY: dict[str, DecoderFactory] = {
-    "pymatching": lambda c: PyMatchingDecoder.from_circuit(c),
-    "pymatching-correlated": lambda c: PyMatchingDecoder.from_circuit(c, correlated=True),
-    "predecoder": lambda c: _predecoder(c),
+    "pymatching": lambda c, _: PyMatchingDecoder.from_circuit(c),
+    "pymatching-correlated": lambda c, _: PyMatchingDecoder.from_circuit(c, correlated=True),
+    "predecoder": lambda c, backend: _predecoder(c, backend),
 }
 
 
-def _predecoder(circuit: stim.Circuit) -> Decoder:
+def _predecoder(circuit: stim.Circuit, backend: str) -> Decoder:
     from qhil.kernels import PreDecodedMatching  # the kernels load only when asked for
 
-    return PreDecodedMatching.from_circuit(circuit)
+    return PreDecodedMatching.from_circuit(circuit, backend=backend)
 
 
 def register_decoder(name: str, factory: DecoderFactory) -> None:
@@ -115,8 +116,9 @@ def DECODERS() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def make_decoder(name: str, circuit: stim.Circuit) -> Decoder:
+def make_decoder(name: str, circuit: stim.Circuit, *, backend: str = "auto") -> Decoder:
+    """A registered decoder for ``circuit``; ``backend`` picks the kernels of those with kernels."""
     factory = _REGISTRY.get(name)
     if factory is None:
         raise ValueError(f"unknown decoder {name!r}; choose one of: {', '.join(_REGISTRY)}")
-    return factory(circuit)
+    return factory(circuit, backend)

@@ -71,7 +71,9 @@ def frontend_config(config: RunConfig) -> FrontEndConfig:
 
 def service_config(config: RunConfig) -> ServiceConfig:
     d = config.decoder
-    return ServiceConfig(decoder=d.name, window=d.window, assembly_timeout_s=d.assembly_timeout_s)
+    return ServiceConfig(
+        decoder=d.name, backend=d.backend, window=d.window, assembly_timeout_s=d.assembly_timeout_s
+    )
 
 
 def bridge_spec(config: RunConfig) -> BridgeSpec:

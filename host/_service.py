@@ -41,6 +41,8 @@ class ServiceConfig:
 
     Attributes:
         decoder: registered decoder name (see ``qhil info``).
+        backend: kernel backend of decoders that have kernels (the pre-decoder):
+            "auto", "numpy", "numba" or "cuda".
         num_streams: streams 0..num_streams-1 are served.
         window: a shot is given up once a shot this many newer has arrived.
         assembly_timeout_s: a shot is given up after being open this long.
@@ -50,6 +52,7 @@ class ServiceConfig:
     """
 
     decoder: str = "pymatching"
+    backend: str = "auto"
     num_streams: int = 1
     window: int = 4
     assembly_timeout_s: float = 0.05
@@ -129,7 +132,7 @@ class DecoderService:
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, config: ServiceConfig) -> DecoderService:
         return cls(
-            make_decoder(config.decoder, circuit),
+            make_decoder(config.decoder, circuit, backend=config.backend),
             DetectorProgram.from_circuit(circuit),
             config=config,
         )

@@ -84,6 +84,7 @@ def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["run", "--transport", "zmq"], "needs an endpoint"),
         (["run", "--config", "/no/such/file.toml"], "does not exist"),
         (["serve"], "needs --bridge-name"),
+        (["run", "--backend", "tpu"], "choose one of: auto, numpy, numba, cuda"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -106,3 +107,31 @@ def test_shipped_defaults_file_is_the_defaults() -> None:
 
     path = Path(__file__).with_name("defaults.toml")
     assert RunConfig.load(path) == RunConfig()
+
+
+def test_run_with_the_predecoder_on_a_chosen_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(
+        command_line_args=[
+            "run",
+            "--decoder",
+            "predecoder",
+            "--backend",
+            "numpy",
+            "--distance",
+            "3",
+            "--rounds",
+            "1",
+            "--shots",
+            "40",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["decoder"] == "predecoder" and report["shots_decoded"] == 40
+    assert report["config"]["decoder"]["backend"] == "numpy"

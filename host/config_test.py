@@ -69,8 +69,18 @@ def test_parses_every_table() -> None:
         save = true
         """
     )
-    assert cfg.experiment == ExperimentSettings(7, 2, "x", "si1000", 0.01, 123, 9)
-    assert cfg.frontend == FrontEndSettings("paced", 300.0, 2.5, 20.0, 0.25, 0.5, 8)
+    assert cfg.experiment == ExperimentSettings(
+        distance=7, rounds=2, basis="x", noise="si1000", p=0.01, shots=123, seed=9
+    )
+    assert cfg.frontend == FrontEndSettings(
+        mode="paced",
+        fabric_clock_mhz=300.0,
+        round_time_us=2.5,
+        budget_us=20.0,
+        correction_timeout_s=0.25,
+        stall_timeout_s=0.5,
+        max_in_flight=8,
+    )
     assert isinstance(cfg.frontend.fabric_clock_mhz, float)
     assert cfg.bridge.transport == "zmq"
     assert cfg.bridge.endpoint == "tcp://127.0.0.1:5555"
@@ -80,8 +90,10 @@ def test_parses_every_table() -> None:
         "drop, corrupt",
         3,
     )
-    assert cfg.decoder == DecoderSettings("pymatching-correlated", 2, 0.1, False)
-    assert cfg.output == OutputSettings("elsewhere", True)
+    assert cfg.decoder == DecoderSettings(
+        name="pymatching-correlated", window=2, assembly_timeout_s=0.1, spawn=False
+    )
+    assert cfg.output == OutputSettings(dir="elsewhere", save=True)
 
 
 def test_a_partial_table_keeps_the_other_defaults() -> None:
