@@ -57,10 +57,15 @@ def _numba_logits() -> Logits:
 
 
 def _cuda_logits() -> Logits:
-    raise RuntimeError(
-        "the CUDA backend needs an NVIDIA GPU with the 'gpu' extra (CuPy), and is not part of "
-        "this release yet; use backend='numba' or 'numpy'"
-    )
+    from qhil.kernels._cuda_backend import cuda_available, cuda_logits
+
+    ok, why = cuda_available()
+    if not ok:
+        raise RuntimeError(
+            f"the CUDA backend needs an NVIDIA GPU with the 'gpu' extra (CuPy): {why}; "
+            "use backend='numba' or 'numpy'"
+        )
+    return cuda_logits
 
 
 _LOADERS: dict[str, Callable[[], Logits]] = {
