@@ -181,7 +181,12 @@ class DecoderSettings:
         from qhil.host._decoders import DECODERS
 
         _choice("decoder", "name", self.name, DECODERS())
-        _choice("decoder", "backend", self.backend, ("auto", "numpy", "numba", "cuda"))
+        _choice(
+            "decoder",
+            "backend",
+            self.backend,
+            ("auto", "numpy", "numba", "cuda", "cuda-persistent"),
+        )
         _positive("decoder", window=self.window, assembly_timeout_s=self.assembly_timeout_s)
 
 

@@ -99,6 +99,10 @@ _REGISTRY: dict[str, DecoderFactory] = {
 
 
 def _predecoder(circuit: stim.Circuit, backend: str) -> Decoder:
+    if backend == "cuda-persistent":  # the kernel launched once, shots streamed to it
+        from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
+
+        return PersistentPreDecodedMatching.from_circuit(circuit)
     from qhil.kernels import PreDecodedMatching  # the kernels load only when asked for
 
     return PreDecodedMatching.from_circuit(circuit, backend=backend)

@@ -42,7 +42,7 @@ class ServiceConfig:
     Attributes:
         decoder: registered decoder name (see ``qhil info``).
         backend: kernel backend of decoders that have kernels (the pre-decoder):
-            "auto", "numpy", "numba" or "cuda".
+            "auto", "numpy", "numba", "cuda" or "cuda-persistent".
         num_streams: streams 0..num_streams-1 are served.
         window: a shot is given up once a shot this many newer has arrived.
         assembly_timeout_s: a shot is given up after being open this long.

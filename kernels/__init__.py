@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from qhil.kernels._geometry import CHANNELS, PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel, reference_logits
+from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
 from qhil.kernels._pipeline import PreDecodedMatching
 from qhil.kernels._predecoder import (
     BACKENDS,
@@ -29,6 +30,7 @@ __all__ = [
     "BACKENDS",
     "CHANNELS",
     "MODELS",
+    "PersistentPreDecodedMatching",
     "PreDecodeResult",
     "PreDecodedMatching",
     "PreDecoder",

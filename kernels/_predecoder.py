@@ -41,7 +41,10 @@ from qhil.kernels._model import QuantizedModel, reference_logits
 
 __all__ = ["BACKENDS", "MODELS", "PreDecodeResult", "PreDecoder", "available_backends"]
 
-BACKENDS = ("numpy", "numba", "cuda")
+BACKENDS = ("numpy", "numba", "cuda", "cuda-persistent")
+# Backends that run batches through ``PreDecoder.predecode``; "cuda-persistent" is the
+# persistent kernel, which streams shots (``qhil.kernels._persistent_pipeline``) instead.
+_BATCH_BACKENDS = ("cuda", "numba", "numpy")
 _MODEL_DIR = Path(__file__).with_name("models")
 MODELS = ("default",)
 
@@ -68,18 +71,28 @@ def _cuda_logits() -> Logits:
     return cuda_logits
 
 
+def _persistent_logits() -> Logits:
+    raise ValueError(
+        "backend 'cuda-persistent' is the persistent GPU kernel, which streams shots rather "
+        "than running batches through PreDecoder: use the 'predecoder' decoder "
+        "(make_decoder('predecoder', circuit, backend='cuda-persistent'), or "
+        "PersistentPreDecodedMatching); for batches use backend 'cuda', 'numba' or 'numpy'"
+    )
+
+
 _LOADERS: dict[str, Callable[[], Logits]] = {
     "numpy": lambda: reference_logits,
     "numba": _numba_logits,
     "cuda": _cuda_logits,
+    "cuda-persistent": _persistent_logits,
 }
 
 
 @functools.cache
 def available_backends() -> tuple[str, ...]:
-    """Backends that run here, fastest first."""
+    """Batch backends that run here, fastest first (never "cuda-persistent", which streams)."""
     found = []
-    for name in ("cuda", "numba", "numpy"):
+    for name in _BATCH_BACKENDS:
         try:
             _LOADERS[name]()
         except (ImportError, RuntimeError):

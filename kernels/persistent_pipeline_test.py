@@ -1,0 +1,298 @@
+"""Tests of ``PersistentPreDecodedMatching`` (the persistent kernel as the loop's decoder).
+
+As in ``persistent_test.py``, the simulator scenarios run in a subprocess
+(``python -m qhil.kernels.persistent_pipeline_test <scenario>``) with
+``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is imported, and report
+JSON; the pytest process never switches to the simulator. The subprocess
+timeout is the "never hangs" check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+_MODULE = "qhil.kernels.persistent_pipeline_test"
+
+
+def _scenario(name: str, *args: str, sim: bool = True, timeout_s: float = 90.0) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    if sim:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", _MODULE, name, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,  # a hung kernel or collector fails the test instead of hanging it
+        check=False,
+    )
+    assert proc.returncode == 0, f"scenario {name!r} failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sim_run() -> dict[str, Any]:
+    t0 = time.monotonic()
+    out = _scenario("sim")
+    out["subprocess_s"] = time.monotonic() - t0
+    return out
+
+
+def test_decode_batch_equals_the_cpu_pipeline_exactly(sim_run: dict[str, Any]) -> None:
+    s = sim_run["decode"]
+    assert s["decoder"] == {"name": "predecoder", "simulated": True, "n_det": s["n_det"]}
+    assert s["shape"] == [s["shots"], 1] and s["dtype"] == "bool"
+    assert s["equal"], s  # bit for bit PreDecodedMatching(backend="numpy")
+    assert s["second_call_equal"]  # a second call on the same (still running) kernel
+    assert s["empty_shape"] == [0, 1]
+    # the random model really acts: the residual differs from the raw events somewhere
+    assert s["predecoder_acts"]
+    # 12 shots through 4 slots: the ring filled and decode_batch waited for room
+    assert s["submitted"] == 2 * s["shots"] and s["n_slots"] < s["shots"]
+
+
+def test_close_stops_the_kernel(sim_run: dict[str, Any]) -> None:
+    c = sim_run["close"]
+    assert c["report"]["exited"] and c["report"]["error"] is None, c
+    assert c["report"]["returned"] == c["report"]["submitted"]
+    assert not c["launcher_alive"] and not c["collector_alive"]
+    assert c["closed"] and c["second_close_same"]
+    assert "closed" in c["after_close_error"]
+    assert c["context_manager_exited"] and c["finalizer_exited"]
+
+
+def test_stalled_kernel_is_a_clear_runtime_error(sim_run: dict[str, Any]) -> None:
+    s = sim_run["stall"]
+    assert s["raised"] == "RuntimeError"
+    assert "stalled" in s["message"] and "heartbeat stuck at" in s["message"], s
+    assert "cuda-persistent" in s["message"]
+    assert s["cause"] == "KernelStalled"
+    assert s["report_exited"]
+
+
+def test_without_a_gpu_or_the_simulator_the_backend_is_refused_clearly() -> None:
+    r = _scenario("refuse", sim=False, timeout_s=60.0)
+    if r["available"]:
+        pytest.skip(f"a GPU is usable here: {r['reason']}")
+    msg = r["message"]
+    assert r["raised"] == "RuntimeError"
+    assert "cuda-persistent" in msg and "GPU" in msg and "Numba" in msg
+    assert "NUMBA_ENABLE_CUDASIM=1" in msg and "--backend cuda, numba or numpy" in msg
+    # the config accepts the backend; only building the decoder refuses it
+    assert r["config_ok"]
+    # never offered by "auto", and refused by the batch PreDecoder with a pointer
+    assert "cuda-persistent" not in r["available_backends"]
+    assert "streams shots" in r["batch_message"]
+
+
+def test_config_accepts_the_backend() -> None:
+    from qhil.host._config import ConfigError, DecoderSettings
+
+    assert DecoderSettings(name="predecoder", backend="cuda-persistent").backend == (
+        "cuda-persistent"
+    )
+    with pytest.raises(ConfigError):
+        DecoderSettings(backend="cuda-persistant")
+
+
+@pytest.mark.gpu
+def test_loop_with_the_persistent_predecoder_on_a_gpu() -> None:
+    r = _scenario("gpu_loop", sim=False, timeout_s=600.0)
+    assert not r["aborted"]
+    assert r["shots_decoded"] == r["shots_emitted"] == r["shots"]
+    assert r["decoder_errors"] == 0 and r["first_decoder_error"] == ""
+    assert r["equal_offline"]  # the loop's predictions == PreDecodedMatching(numpy) offline
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _circuit(distance: int = 3, rounds: int = 2) -> Any:
+    import stim
+
+    return stim.Circuit.generated(
+        "surface_code:rotated_memory_z",
+        distance=distance,
+        rounds=rounds,
+        after_clifford_depolarization=0.05,
+    )
+
+
+def _sim(tmp: str) -> dict[str, Any]:
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+
+    from qhil.bridge._gpu_ring import STATE_EXITED
+    from qhil.kernels._model import QuantizedModel
+    from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
+    from qhil.kernels._pipeline import PreDecodedMatching
+
+    path = Path(tmp) / "tiny.npz"
+    QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1).save(path)
+    circuit = _circuit()
+    shots = 12
+    dets = circuit.compile_detector_sampler(seed=3).sample(shots)
+    dets[0] = False
+    dets[1] = True
+    cpu = PreDecodedMatching.from_circuit(circuit, model=path, backend="numpy")
+    want = cpu.decode_batch(dets)
+    out: dict[str, Any] = {}
+
+    dec = PersistentPreDecodedMatching.from_circuit(circuit, model=path, watchdog_s=10.0, n_slots=4)
+    try:
+        got = dec.decode_batch(dets)
+        got2 = dec.decode_batch(dets[::-1].astype(np.uint8))
+        empty = dec.decode_batch(dets[:0])
+        out["decode"] = {
+            "decoder": {"name": dec.name, "simulated": dec.simulated, "n_det": dec.num_detectors},
+            "n_det": circuit.num_detectors,
+            "shots": shots,
+            "shape": list(got.shape),
+            "dtype": str(got.dtype),
+            "equal": bool(np.array_equal(got, want)),
+            "second_call_equal": bool(np.array_equal(got2, want[::-1])),
+            "empty_shape": list(empty.shape),
+            "predecoder_acts": bool(
+                (cpu.predecoder.predecode(dets).residual != dets.astype(bool)).any()
+            ),
+            "submitted": dec.predecoder.ring.pushed,
+            "n_slots": dec.predecoder.ring.spec.n_slots,
+        }
+    finally:
+        rep = dec.close(timeout_s=10.0)
+    pd = dec.predecoder
+    try:
+        dec.decode_batch(dets)
+        after = ""
+    except RuntimeError as ex:
+        after = str(ex)
+    # the context manager and the finalizer stop their kernels too
+    with PersistentPreDecodedMatching.from_circuit(circuit, model=path, watchdog_s=10.0) as dec2:
+        dec2.decode_batch(dets[:2])
+    cm_exited = dec2.predecoder.ring.state == STATE_EXITED and not _alive(dec2.predecoder)
+    dec3 = PersistentPreDecodedMatching.from_circuit(circuit, model=path, watchdog_s=10.0)
+    dec3.decode_batch(dets[:1])
+    pd3 = dec3.predecoder
+    del dec3  # no cycles: collected at once, and its finalizer stops the kernel
+    fin_exited = pd3.ring.state == STATE_EXITED and not _alive(pd3)
+    out["close"] = {
+        "report": dataclasses.asdict(rep),
+        "launcher_alive": _alive(pd),
+        "collector_alive": dec._s.thread is not None and dec._s.thread.is_alive(),
+        "closed": dec.closed,
+        "second_close_same": dec.close() is rep,
+        "after_close_error": after,
+        "context_manager_exited": cm_exited,
+        "finalizer_exited": fin_exited,
+    }
+
+    dec = PersistentPreDecodedMatching.from_circuit(circuit, model=path, watchdog_s=1.0)
+    try:
+        dec.decode_batch(dets[:2])
+        dec.predecoder._debug_stall(True)
+        try:
+            dec.decode_batch(dets)
+            out["stall"] = {"raised": None, "message": "", "cause": None}
+        except Exception as ex:
+            out["stall"] = {
+                "raised": type(ex).__name__,
+                "message": str(ex),
+                "cause": type(ex.__cause__).__name__,
+            }
+    finally:
+        out["stall"]["report_exited"] = dec.close(timeout_s=10.0).exited
+    return out
+
+
+def _alive(pd: Any) -> bool:
+    return pd._launcher is not None and pd._launcher.is_alive()
+
+
+def _refuse() -> dict[str, Any]:
+    from qhil.host._config import DecoderSettings
+    from qhil.host._decoders import make_decoder
+    from qhil.kernels._persistent_pipeline import persistent_available
+    from qhil.kernels._predecoder import PreDecoder, available_backends
+
+    ok, why = persistent_available()
+    out: dict[str, Any] = {"available": ok, "reason": why, "raised": None, "message": ""}
+    out["config_ok"] = DecoderSettings(name="predecoder", backend="cuda-persistent") is not None
+    out["available_backends"] = list(available_backends())
+    try:
+        PreDecoder.for_circuit(_circuit(), backend="cuda-persistent")
+        out["batch_message"] = ""
+    except ValueError as ex:
+        out["batch_message"] = str(ex)
+    if ok:
+        return out
+    try:
+        make_decoder("predecoder", _circuit(), backend="cuda-persistent")
+    except Exception as ex:
+        out["raised"], out["message"] = type(ex).__name__, str(ex)
+    return out
+
+
+def _gpu_loop() -> dict[str, Any]:
+    import numpy as np
+
+    from qhil.host import RunConfig, run_loop
+    from qhil.kernels._pipeline import PreDecodedMatching
+
+    shots = 2000
+    cfg = RunConfig().with_overrides(
+        {
+            "experiment.distance": 5,
+            "experiment.rounds": 5,
+            "experiment.p": 0.005,
+            "experiment.shots": shots,
+            "experiment.seed": 7,
+            "decoder.name": "predecoder",
+            "decoder.backend": "cuda-persistent",
+        }
+    )
+    out = run_loop(cfg, progress=False)
+    r = out.report
+    offline = PreDecodedMatching.from_circuit(out.circuit, backend="numpy").decode_batch(
+        out.shots.detectors
+    )
+    host = out.host
+    return {
+        "shots": shots,
+        "aborted": bool(r.aborted),
+        "shots_emitted": int(r.shots_emitted),
+        "shots_decoded": int(r.shots_decoded),
+        "decoder_errors": -1 if host is None else int(host.shots_decoder_error),
+        "first_decoder_error": "no host stats" if host is None else host.first_decoder_error,
+        "equal_offline": bool(np.array_equal(out.result.predictions, offline)),
+    }
+
+
+def _main(argv: list[str]) -> dict[str, Any]:
+    import tempfile
+
+    name = argv[0]
+    if name == "sim":
+        with tempfile.TemporaryDirectory() as tmp:
+            return _sim(tmp)
+    if name == "refuse":
+        return _refuse()
+    if name == "gpu_loop":
+        return _gpu_loop()
+    raise SystemExit(f"unknown scenario {name!r}")
+
+
+if __name__ == "__main__":
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        # Simulator only: kernel threads, the collector and the watchdog share the GIL.
+        sys.setswitchinterval(5e-4)
+    print(json.dumps(_main(sys.argv[1:])))
