@@ -1,0 +1,312 @@
+"""A persistent echo kernel on a :class:`~qhil.bridge._gpu_ring.MappedSlotRing`: the bridge alone.
+
+It measures what the mapped-memory ring costs with no compute in the way::
+
+    with EchoLoopback(max_bytes=2048) as echo:       # launches the kernel ONCE
+        ok = echo.round_trip(np.arange(48, dtype=np.uint8))
+        echo.last_payload                            # the echo: payload XOR 0xFF
+
+The kernel (one block; thread 0 polls, every thread copies) speaks the ring's
+protocol exactly as ``PersistentPreDecoder``'s kernel does: wait for window
+``n`` (its slot's flag reads ``n + 1``) *and* for output slot ``n`` to be free,
+fence, copy ``H_AUX`` payload bytes (XOR 0xFF, so a stale slot can never pass
+for an echo) with the header into the output ring, fence, publish
+``W_IN_DONE`` and the output flag. It honours the shutdown flag on every poll
+and bumps the heartbeat while it waits.
+
+:meth:`EchoLoopback.round_trip` is one Numba ``njit`` call (``nogil``) that
+publishes the window and spins on the output flag, so a ``perf_counter_ns``
+pair around it measures the ring, plus one call into compiled code
+(:meth:`EchoLoopback.call_overhead_ns` measures that call alone).
+:meth:`EchoLoopback.round_trip_api` goes through the ring's Python methods
+(``try_push`` then ``pop``) instead, as ``PersistentPreDecoder`` users do.
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` the launch blocks until the kernel ends, so it
+runs in a daemon thread (as in ``PersistentPreDecoder``); the simulator checks
+the protocol, not the timing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from numba import cuda, njit
+
+from qhil.bridge._gpu_ring import (
+    H_AUX,
+    H_SEQ,
+    H_SHOT,
+    H_STREAM,
+    HEADER_WORDS,
+    HEARTBEAT_EVERY,
+    STATE_EXITED,
+    STATE_RUNNING,
+    W_HEARTBEAT,
+    W_IN_DONE,
+    W_OUT_DONE,
+    W_SHUTDOWN,
+    W_STATE,
+    MappedRingSpec,
+    MappedSlotRing,
+    _consume,
+    _produce,
+    flag_load,
+    flag_store,
+    simulator_enabled,
+)
+
+__all__ = ["ECHO_SIGNATURE", "EchoLoopback", "echo_kernel"]
+
+
+@cuda.jit
+def echo_kernel(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs):  # type: ignore[no-untyped-def]
+    """Launch as ``[1, threads]`` once; echoes windows (payload XOR 0xFF) until shutdown."""
+    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
+    sh = cuda.shared.array(2, dtype=np.int64)  # thread 0's verdict (1 go, -1 stop), length
+    n_slots = in_seq.shape[0]
+    width = in_data.shape[1]  # (no min(): it needs a device to compile for)
+    if out_data.shape[1] < width:
+        width = out_data.shape[1]
+    beat = np.int64(0)
+    if tid == 0:
+        flag_store(ctrl, W_STATE, STATE_RUNNING)
+    n = np.int64(0)
+    while True:
+        slot = n & (n_slots - 1)
+        if tid == 0:
+            status, spins = 0, 0
+            length = np.int64(0)
+            while status == 0:
+                if flag_load(ctrl, W_SHUTDOWN) != 0:
+                    status = -1
+                elif (
+                    np.int64(flag_load(in_seq, slot)) == n + 1
+                    and n - np.int64(flag_load(ctrl, W_OUT_DONE)) < n_slots
+                ):
+                    status = 1
+                else:
+                    spins += 1
+                    if spins % HEARTBEAT_EVERY == 0:
+                        beat += 1
+                        flag_store(ctrl, W_HEARTBEAT, beat)
+            cuda.threadfence_system()  # payload reads stay after the flag reads
+            if status > 0:
+                length = in_hdr[slot, H_AUX]
+                if length > width:
+                    length = width
+                if length < 0:
+                    length = 0
+            sh[0] = status
+            sh[1] = length
+        cuda.syncthreads()
+        if sh[0] < 0:
+            break
+        length = sh[1]
+        for j in range(tid, length, nth):
+            out_data[slot, j] = in_data[slot, j] ^ 0xFF
+        if tid == 0:
+            out_hdr[slot, H_STREAM] = in_hdr[slot, H_STREAM]
+            out_hdr[slot, H_SHOT] = in_hdr[slot, H_SHOT]
+            out_hdr[slot, H_SEQ] = in_hdr[slot, H_SEQ]
+            out_hdr[slot, H_AUX] = length
+            out_obs[slot, 0] = 0
+        cuda.threadfence_system()  # each thread's reads and writes are complete
+        cuda.syncthreads()
+        if tid == 0:
+            flag_store(ctrl, W_IN_DONE, n + 1)
+            flag_store(out_seq, slot, n + 1)  # publish (release, system scope)
+        n += 1  # every thread read sh before the last syncthreads: thread 0 may rewrite it
+    if tid == 0:
+        cuda.threadfence_system()
+        flag_store(ctrl, W_STATE, STATE_EXITED)
+
+
+ECHO_SIGNATURE = (
+    "void(uint64[::1], uint64[::1], int64[:, ::1], uint8[:, ::1], "
+    "uint64[::1], int64[:, ::1], uint8[:, ::1], uint8[:, ::1])"
+)
+"""``echo_kernel``'s argument types, for ``numba.cuda.compile_ptx`` without a GPU."""
+
+
+# --------------------------------------------------------------------------- host side
+
+
+@njit(cache=True, nogil=True)
+def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs,
+                   local, payload, hdr, data, obs, max_spins) -> int:  # fmt: skip
+    """Publish ``payload`` as the next window and spin for one result.
+
+    1: echoed; 0: published, no result within ``max_spins`` polls (call ``_wait``);
+    -1: the input ring is full.
+    """
+    if _produce(ctrl, in_seq, in_hdr, in_data, local, 0, local[0], payload) == 0:
+        return -1
+    spins = 0
+    while _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
+        spins += 1
+        if spins >= max_spins:
+            return 0
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_spins) -> int:
+    spins = 0
+    while _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
+        spins += 1
+        if spins >= max_spins:
+            return 0
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _nothing(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs,
+             local, payload, hdr, data, obs, max_spins) -> int:  # fmt: skip
+    return 1
+
+
+_SPINS = 1 << 20  # polls per compiled call before Python checks the clock
+
+
+class EchoLoopback:
+    """A :class:`MappedSlotRing` with :func:`echo_kernel` running on it (launched once)."""
+
+    def __init__(self, max_bytes: int, *, n_slots: int = 16, threads: int | None = None) -> None:
+        self.simulated = simulator_enabled()
+        self.threads = threads if threads is not None else (2 if self.simulated else 128)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1; got {self.threads}")
+        self.ring = MappedSlotRing(
+            MappedRingSpec(n_slots=n_slots, in_width=max_bytes, out_width=max_bytes, n_obs=1)
+        )
+        self._hdr = np.zeros((1, HEADER_WORDS), dtype=np.int64)
+        self._data = np.zeros((1, max_bytes), dtype=np.uint8)
+        self._obs = np.zeros((1, 1), dtype=np.uint8)
+        self._launcher: threading.Thread | None = None
+        self._stream: Any = None
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._launch()
+
+    def _launch(self) -> None:
+        args = self.ring.device_args()
+        if self.simulated:
+
+            def run() -> None:
+                try:
+                    echo_kernel[1, self.threads](*args)
+                except BaseException as ex:  # reported by wait_running / stop
+                    self._error = ex
+
+            self._launcher = threading.Thread(target=run, name="qhil-echo-kernel", daemon=True)
+            self._launcher.start()
+        else:
+            self._stream = cuda.stream()  # never the legacy default stream
+            echo_kernel[1, self.threads, self._stream](*args)  # async; compiles once
+
+    def _args(self, payload: np.ndarray) -> tuple[Any, ...]:
+        h = self.ring._host
+        return (
+            h["ctrl"], h["in_seq"], h["in_hdr"], h["in_data"],
+            h["out_seq"], h["out_hdr"], h["out_data"], h["out_obs"],
+            self.ring._local, payload, self._hdr, self._data, self._obs,
+        )  # fmt: skip
+
+    def wait_running(self, timeout_s: float = 30.0) -> None:
+        """Wait until the kernel reports that it runs; raise if it does not."""
+        deadline = time.monotonic() + timeout_s
+        while self.ring.state != STATE_RUNNING:
+            if self._error is not None:
+                raise RuntimeError(f"echo kernel raised {self._error!r}") from self._error
+            if self.ring.state == STATE_EXITED:
+                raise RuntimeError("echo kernel exited before it was asked to")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"echo kernel not running after {timeout_s} s")
+            time.sleep(1e-3)
+
+    @property
+    def last_header(self) -> np.ndarray:
+        """int64[4] header of the last echo (stream, shot, seq, length)."""
+        return self._hdr[0]
+
+    @property
+    def last_payload(self) -> np.ndarray:
+        """The last echo's payload (the bytes sent, XOR 0xFF)."""
+        return self._data[0, : int(self._hdr[0, H_AUX])]
+
+    def round_trip(self, payload: np.ndarray, *, timeout_s: float = 5.0) -> None:
+        """Send one window and wait for its echo in compiled code; raise on a timeout.
+
+        ``payload`` must be C-contiguous uint8 (no conversion here: it would be timed).
+        """
+        args = (*self._args(payload), _SPINS)
+        r = _send_and_wait(*args)
+        if r == 1:
+            return
+        if r < 0:
+            raise RuntimeError("echo ring full: a previous window was never echoed")
+        deadline = time.monotonic() + timeout_s
+        wait_args = (args[0], *args[4:9], *args[10:14])  # ctrl, output ring, local, dests
+        while not _wait(*wait_args):
+            if self._error is not None:
+                raise RuntimeError(f"echo kernel raised {self._error!r}") from self._error
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no echo within {timeout_s} s (pushed {self.ring.pushed}, kernel took "
+                    f"{self.ring.in_done}, popped {self.ring.popped}, "
+                    f"heartbeat {self.ring.heartbeat})"
+                )
+
+    def call_overhead_ns(self, payload: np.ndarray, n: int = 2000) -> np.ndarray:
+        """int64[n]: perf_counter_ns around an empty compiled call with round_trip's arguments."""
+        args = (*self._args(payload), _SPINS)
+        _nothing(*args)  # compiled before the first timed call
+        out = np.empty(n, dtype=np.int64)
+        clock = time.perf_counter_ns
+        for i in range(n):
+            t0 = clock()
+            _nothing(*args)
+            out[i] = clock() - t0
+        return out
+
+    def round_trip_api(self, payload: np.ndarray, *, timeout_s: float = 5.0) -> None:
+        """Send one window with ``ring.try_push`` and wait for it with ``ring.pop(1)``."""
+        ring = self.ring
+        if not ring.try_push(0, ring.pushed, payload):
+            raise RuntimeError("echo ring full: a previous window was never echoed")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            hdr, data, _ = ring.pop(1)
+            if len(hdr):
+                self._hdr[0] = hdr[0]
+                self._data[0, : data.shape[1]] = data[0]
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no echo within {timeout_s} s (Python API path)")
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Ask the kernel to exit; True if it did within ``timeout_s``."""
+        if not self._stopped:
+            self._stopped = True
+            self.ring.request_shutdown()
+        deadline = time.monotonic() + timeout_s
+        while self.ring.state != STATE_EXITED and time.monotonic() < deadline:
+            if self._launcher is not None and not self._launcher.is_alive():
+                break
+            time.sleep(1e-3)
+        exited = self.ring.state == STATE_EXITED
+        if self._launcher is not None:
+            self._launcher.join(max(0.0, deadline - time.monotonic()))
+            exited = exited and not self._launcher.is_alive()
+        elif exited and self._stream is not None:
+            self._stream.synchronize()
+        return exited
+
+    def __enter__(self) -> EchoLoopback:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
