@@ -40,6 +40,13 @@ def test_wheel_installs_qhil_namespace_only(tmp_path: Path) -> None:
     for folder in FOLDERS:
         assert f"qhil/{folder}/__init__.py" in names
     assert "qhil/__init__.py" not in names  # qhil is a namespace over the design-card folders
+    # Data the package reads at run time: the shipped model and the CUDA source for NVRTC.
+    for data in (
+        "qhil/kernels/models/default.npz",
+        "qhil/kernels/cuda/predecoder.cu",
+        "qhil/host/defaults.toml",
+    ):
+        assert data in names, f"{data} is missing from the wheel"
 
     target = tmp_path / "site"
     subprocess.run(
@@ -69,6 +76,10 @@ def test_wheel_installs_qhil_namespace_only(tmp_path: Path) -> None:
         "    assert importlib.util.find_spec(f) is None, f'bare package {f} is importable'\n"
         "from qhil.host import main\n"
         "assert main(command_line_args=['info']) == 0\n"
+        "from qhil.kernels import PreDecoder\n"
+        "import stim\n"
+        "c = stim.Circuit.generated('surface_code:rotated_memory_z', distance=3, rounds=2)\n"
+        "assert PreDecoder.for_circuit(c, backend='numpy').model.parameter_count > 0\n"
     )
     out = subprocess.run(
         [sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True
