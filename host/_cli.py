@@ -214,6 +214,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"transports: {', '.join(env.transports)}")
     print(f"decoders:   {', '.join(env.decoders)}")
     print(f"numba:      {env.numba_threads} threads")
+    print(f"pre-decoder backends: {', '.join(env.predecoder_backends)} (fastest first)")
     for name, version in env.versions.items():
         print(f"  {name:14s} {version}")
     return 0

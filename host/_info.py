@@ -46,6 +46,7 @@ class Environment:
     transports: tuple[str, ...]
     decoders: tuple[str, ...]
     numba_threads: int
+    predecoder_backends: tuple[str, ...]
     versions: dict[str, str]
 
 
@@ -70,6 +71,12 @@ def _gpu() -> tuple[bool, str]:
         except (OSError, subprocess.SubprocessError):
             pass
     return False, reason
+
+
+def _predecoder_backends() -> tuple[str, ...]:
+    from qhil.kernels import available_backends
+
+    return available_backends()
 
 
 def probe_environment() -> Environment:
@@ -100,5 +107,6 @@ def probe_environment() -> Environment:
         transports=("shm", "zmq"),
         decoders=DECODERS(),
         numba_threads=numba.get_num_threads(),
+        predecoder_backends=_predecoder_backends(),
         versions=versions,
     )
