@@ -17,7 +17,8 @@ def _modules() -> list[str]:
         pkg = importlib.import_module(pkg_name)
         names.append(pkg_name)
         for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{pkg_name}."):
-            if not info.name.endswith("_test") and not info.name.endswith("__main__"):
+            # *_cocotb modules are HDL testbenches: they need cocotb and a simulator.
+            if not info.name.endswith(("_test", "__main__", "_cocotb")):
                 names.append(info.name)
     return names
 
