@@ -122,9 +122,15 @@ def test_detection_unit_ref_bits(built: tuple[Any, Path], tmp_path: Path) -> Non
 def test_yosys_synthesizes_without_latches(tmp_path: Path) -> None:
     if shutil.which("yosys") is None:
         pytest.skip("yosys is not installed")
-    from qhil.fpga.rtl_detection_cocotb import build_program
+    # Built here, not via the cocotb testbench module: synthesis needs no cocotb.
+    import stim
 
-    _, program = build_program("surface_code:rotated_memory_z", 3, 2, 0, SEED)
+    from qhil.fpga._detection import DetectorProgram
+
+    circuit = stim.Circuit.generated(
+        "surface_code:rotated_memory_z", distance=3, rounds=2, after_clifford_depolarization=0.01
+    )
+    program = DetectorProgram.from_circuit(circuit)
     rom = tmp_path / "rom.hex"
     layout = write_rom(program, rom, rounds_max=4)
     chparams = " ".join(f"-set {k} {v}" for k, v in layout.parameters.items())
