@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
+from qhil.fpga._rtl_testing import icarus_runner, synthesize
 
 RTL = Path(__file__).resolve().parent / "rtl"
 SOURCES = [RTL / "qhil_crc32.v", RTL / "qhil_correction_rx.v"]
@@ -26,12 +24,7 @@ SEED = int(os.environ.get("QHIL_RTL_SEED", "20240611"))
 
 
 def _icarus() -> Any:
-    for tool in ("iverilog", "vvp"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"Icarus Verilog is not installed ({tool} not on PATH)")
-    pytest.importorskip("cocotb", reason="cocotb is not installed")
-    runner = pytest.importorskip("cocotb_tools.runner", reason="cocotb_tools is not installed")
-    return runner.get_runner("icarus")
+    return icarus_runner()
 
 
 def _run(tmp_path: Path, tests: list[str], n_packets: int, **params: int) -> None:
@@ -72,28 +65,12 @@ def test_correction_rx_wider_frame(tmp_path: Path) -> None:
 
 
 def test_yosys_synthesizes_without_latches(tmp_path: Path) -> None:
-    if shutil.which("yosys") is None:
-        pytest.skip("yosys is not installed")
-    log = tmp_path / "yosys.log"
-    script = (
-        f"read_verilog {' '.join(str(s) for s in SOURCES)}; "
-        f"synth_xilinx -family xcup -top {TOPLEVEL}; stat"
+    sources = " ".join(str(s) for s in SOURCES)
+    stats = synthesize(
+        f"read_verilog {sources}\nsynth_xilinx -family xcup -top {TOPLEVEL}\nstat\n",
+        tmp_path / "yosys.log",
     )
-    proc = subprocess.run(
-        ["yosys", "-q", "-l", str(log), "-p", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    text = log.read_text() if log.exists() else ""
-    assert proc.returncode == 0, proc.stderr[-2000:] or text[-2000:]
-    assert "Latch inferred" not in text, re.findall(r".*Latch inferred.*", text)[:5]
-    stats = text[text.rfind("Printing statistics") :]
     stats = stats[stats.find("design hierarchy") :]
-    assert stats, "no statistics in the yosys log"
-    for cell in ("$dlatch", "$_DLATCH", "LDCE", "LDPE"):
-        assert cell not in stats, f"latch cell {cell} in the synthesized netlist"
     cells = {m[0]: int(m[1]) for m in re.findall(r"^\s+(\w+)\s+(\d+)\s*$", stats, re.M)}
     luts = sum(n for c, n in cells.items() if c.startswith("LUT"))
     ffs = sum(n for c, n in cells.items() if c.startswith("FD"))
