@@ -15,6 +15,11 @@ Per stream the assembler keeps:
   timeout, or at the end of the stream. Packets for a shot that already closed
   are ``stale``.
 
+``seq`` and ``shot`` are u64 on the wire, but values of 2**63 or more are
+rejected as ``bad_field``: a front end at a 1 MHz round clock reaches them
+after about 290,000 years, and keeping them below 2**63 lets the tables use
+int64 with -1 as the empty marker.
+
 Every packet taken in is counted exactly once: as a round accepted into a
 shot, or under a ``Reason``, or as end-of-stream.
 
@@ -100,6 +105,9 @@ def _assemble(
         rnd = np.int64(fields[3])
         shot = np.int64(fields[4])
         seq = np.int64(fields[5])
+        if seq < 0 or shot < 0:
+            counters[_BAD_FIELD] += 1  # >= 2**63 on the wire: see the module docstring
+            continue
         if st >= n_streams:
             counters[_UNKNOWN_STREAM] += 1
             continue

@@ -283,6 +283,15 @@ def test_single_round_shots_need_both_flags() -> None:
     assert asm.counts()["bad_field"] == 1
 
 
+@pytest.mark.parametrize(("shot", "seq"), [(0, 2**64 - 1), (0, 2**63), (2**63, 0), (2**64 - 1, 5)])
+def test_seq_or_shot_at_or_above_2_63_is_bad_field(shot: int, seq: int) -> None:
+    # 2**64 - 1 used to alias the empty marker of the duplicate table and read as a duplicate.
+    asm = make()
+    feed(asm, [pkt(shot, 0, seq, t_fpga=0)])
+    assert nonzero(asm) == {"packets": 1, "bad_field": 1}
+    assert balanced(asm)
+
+
 def test_unknown_stream() -> None:
     asm = make(num_streams=2)
     feed(asm, [pkt(0, 0, 0, stream=2), pkt(0, 0, 0, stream=2**32 - 1)])
