@@ -6,6 +6,8 @@ A software cycle model now; RTL and a PYNQ driver will share its register map.
   receiver, cycle counter and budget check, in software.
 - ``DetectorProgram``: the detection-event unit's per-round XOR programs.
 - ``REGISTERS`` / ``RegisterFile``: the register map, and its off-board twin.
+- ``FrontEnd``: one driver interface to the ``qhil_frontend`` IP, on a PYNQ
+  board or on its software twin (``FrontEnd.open(circuit, target="auto")``).
 - ``FrontEndResult`` and ``Fate``: what became of every emitted round.
 """
 
@@ -15,20 +17,34 @@ from qhil.fpga._board import BoardProbe, find_board
 from qhil.fpga._config import MODES, FrontEndConfig
 from qhil.fpga._cycle_model import CycleModel
 from qhil.fpga._detection import DetectorProgram
+from qhil.fpga._driver import (
+    TARGETS,
+    BoardUnavailable,
+    FrontEnd,
+    FrontEndTimeout,
+    ReplayBuffer,
+    which_frontend,
+)
 from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
 
 __all__ = [
     "MODES",
     "REGISTERS",
+    "TARGETS",
     "BoardProbe",
+    "BoardUnavailable",
     "CycleModel",
     "DetectorProgram",
     "Fate",
+    "FrontEnd",
     "FrontEndConfig",
     "FrontEndResult",
+    "FrontEndTimeout",
     "PacingStats",
     "Register",
     "RegisterFile",
+    "ReplayBuffer",
     "find_board",
+    "which_frontend",
 ]

@@ -138,6 +138,13 @@ class ReplayBuffer:
     def rounds(self) -> int:
         return int(self.beats.shape[0])
 
+    def shot_rounds(self, shot: int) -> tuple[int, int]:
+        """``(start_round, stop_round)`` of one shot, for ``send_measurements``."""
+        if not 0 <= shot < self.shots:
+            raise IndexError(f"shot {shot} is not in this buffer's 0..{self.shots - 1}")
+        n = len(self.round_nbytes)
+        return shot * n, (shot + 1) * n
+
 
 def _check_bitstream(path: Path) -> Path:
     if path.suffix != ".bit":
@@ -376,9 +383,13 @@ class FrontEnd:
         measurements: np.ndarray | ReplayBuffer,
         *,
         start_round: int = 0,
+        stop_round: int | None = None,
         timeout_s: float | None = None,
     ) -> int:
         """Send shots round by round into the measurement stream; return rounds sent.
+
+        Rows ``start_round`` up to ``stop_round`` (default: the end) of the replay
+        buffer go in (``replay.shot_rounds(s)`` gives shot ``s``'s).
 
         Raises ``FrontEndTimeout`` (with ``rounds_sent``) when a round is not taken
         within ``timeout_s``: in lockstep mode the IP holds its input while its
@@ -394,14 +405,18 @@ class FrontEnd:
                 f"the replay buffer has {len(replay.round_nbytes)} rounds per shot but the "
                 f"circuit has {self.program.num_rounds}; build it with this FrontEnd"
             )
-        if not 0 <= start_round <= replay.rounds:
-            raise ValueError(f"start_round must be in 0..{replay.rounds}; got {start_round}")
+        stop = replay.rounds if stop_round is None else stop_round
+        if not 0 <= start_round <= stop <= replay.rounds:
+            raise ValueError(
+                f"need 0 <= start_round <= stop_round <= {replay.rounds}; "
+                f"got start_round={start_round}, stop_round={stop_round}"
+            )
         if not self.status()["RUNNING"]:
             raise RuntimeError("the front end is stopped (CTRL.ENABLE = 0); call start() first")
         wait = self.timeout_s if timeout_s is None else timeout_s
         row = replay.beats.shape[1] * 8
         rounds = self.program.num_rounds
-        for i in range(start_round, replay.rounds):
+        for i in range(start_round, stop):
             t = i % rounds
             if not self._backend.send_round(replay.beats, i * row, replay.round_nbytes[t], wait):
                 raise FrontEndTimeout(
@@ -411,7 +426,7 @@ class FrontEnd:
                     "syndromes with recv_syndromes() and resume with start_round=e.rounds_sent",
                     rounds_sent=i,
                 )
-        return replay.rounds - start_round
+        return stop - start_round
 
     def recv_syndromes(
         self, out: np.ndarray, lengths: np.ndarray, *, timeout_s: float | None = None
