@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from qhil.fpga import (
     which_frontend,
 )
 from qhil.fpga._board import BoardProbe
+from qhil.fpga._driver_model import FrontEndTwin
 
 
 def _circuit(basis: str = "z", d: int = 3, rounds: int = 2, p: float = 0.02) -> stim.Circuit:
@@ -32,7 +35,7 @@ def _circuit(basis: str = "z", d: int = 3, rounds: int = 2, p: float = 0.02) -> 
 
 
 @pytest.fixture
-def fe() -> FrontEnd:
+def fe() -> Iterator[FrontEnd]:
     with FrontEnd.open(_circuit(), target="model") as f:
         yield f
 
@@ -43,10 +46,15 @@ def _drain(fe: FrontEnd, n_max: int = 64) -> list[SyndromePacket]:
     return [SyndromePacket.decode(out[i, : lengths[i]]) for i in range(n)]
 
 
-def _correction(p: SyndromePacket, obs: list[int], **kw: object) -> bytes:
-    fields = {"stream_id": p.stream_id, "shot": p.shot, "seq": p.seq, "t_fpga": p.t_fpga}
+def _correction(p: SyndromePacket, obs: list[int], **kw: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "stream_id": p.stream_id,
+        "shot": p.shot,
+        "seq": p.seq,
+        "t_fpga": p.t_fpga,
+    }
     fields.update(kw)
-    return CorrectionPacket(obs=obs, **fields).encode()  # type: ignore[arg-type]
+    return CorrectionPacket(obs=obs, **fields).encode()
 
 
 # -- registers by name ------------------------------------------------------------------------
@@ -91,6 +99,7 @@ def test_pairs_read_lo_first_and_hi_is_latched_at_the_lo_read(fe: FrontEnd) -> N
     b = fe.regs.read64("CYCLE")
     assert b > a > 0
     twin = fe._backend
+    assert isinstance(twin, FrontEndTwin)
     twin._t0 -= 20 * 10**9  # 20 s ago: 5e9 cycles, so HI is 1
     lo = fe.regs["CYCLE_LO"]
     twin._t0 -= 20 * 10**9  # HI moves on, but the latch keeps the value seen at the LO read
