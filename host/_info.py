@@ -8,7 +8,7 @@ import platform
 import shutil
 import subprocess
 
-from qhil.fpga import find_board
+from qhil.fpga import find_board, which_frontend
 from qhil.host._decoders import DECODERS
 from qhil.host._report import machine_description
 
@@ -34,7 +34,11 @@ _PACKAGES = (
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """The probe's findings; each ``*_reason`` says why a piece is missing, or what was found."""
+    """The probe's findings; each ``*_reason`` says why a piece is missing, or what was found.
+
+    ``frontend`` is what ``FrontEnd.open(target="auto")`` would use: "board <name>,
+    bitstream <path>", or "cycle model (<why no board>)".
+    """
 
     machine: str
     python: str
@@ -83,7 +87,7 @@ def probe_environment() -> Environment:
     """Look around without side effects; never raises for missing hardware.
 
     >>> env = probe_environment()
-    >>> "pymatching" in env.decoders and env.frontend in ("cycle model", "board")
+    >>> "pymatching" in env.decoders and env.frontend.startswith(("cycle model (", "board "))
     True
     """
     versions = {}
@@ -103,7 +107,7 @@ def probe_environment() -> Environment:
         gpu_reason=gpu_reason,
         board=board.present,
         board_reason=board.reason if not board.present else f"{board.name}",
-        frontend="board" if board.present else "cycle model",
+        frontend=which_frontend()[1],
         transports=("shm", "zmq"),
         decoders=DECODERS(),
         numba_threads=numba.get_num_threads(),
