@@ -9,20 +9,26 @@ PCIe/NVLink-C2C, with no ``cudaMemcpy`` and no launch per window.
 
 Layout (``n_slots`` a power of two; slot ``n & (n_slots - 1)`` for window ``n``)
 --------------------------------------------------------------------------------
-- ``ctrl``: uint64[64], C-contiguous. One word per 64-byte line so that host-
-  and kernel-written words never share a line:
+- ``ctrl``: uint64[CONTROL_WORDS], C-contiguous. Words 0..63 hold one flag per
+  64-byte line so that host- and kernel-written words never share a line:
   ``W_SHUTDOWN`` (host → kernel, nonzero = exit), ``W_HEARTBEAT`` (kernel bumps it
   while polling and after each window), ``W_IN_DONE`` (kernel: input windows it
   has copied out; their slots are free again), ``W_OUT_DONE`` (host: results it
   has consumed), ``W_STATE`` (kernel: ``STATE_RUNNING`` on entry,
   ``STATE_EXITED`` on exit), ``W_STALL`` (test hook: nonzero makes the kernel stop
-  heart-beating, still honouring shutdown).
-- input ring: ``in_seq`` uint64[n_slots]; ``in_hdr`` int64[n_slots, 4]
-  (``H_STREAM``, ``H_SHOT``, ``H_SEQ``, ``H_AUX`` = payload bytes);
-  ``in_data`` uint8[n_slots, in_width] (one 0/1 byte per detector).
-- output ring: ``out_seq`` uint64[n_slots]; ``out_hdr`` int64[n_slots, 4]
-  (stream, shot, seq echoed; ``H_AUX`` = corrections applied);
-  ``out_data`` uint8[n_slots, out_width] (the residual, 0/1 bytes);
+  heart-beating, still honouring shutdown). Words ``W_COUNTERS`` ..
+  ``W_COUNTERS + COUNTER_WORDS - 1`` are counters that only the kernel writes
+  (contiguous: no host-written word shares their lines); what each counts is
+  the kernel's to define (``qhil.kernels._persistent_kernel``).
+- input ring: ``in_seq`` uint64[n_slots]; ``in_hdr`` int64[n_slots, HEADER_WORDS]
+  (``H_STREAM``, ``H_SHOT``, ``H_SEQ``, ``H_AUX`` = bytes in the slot);
+  ``in_data`` uint8[n_slots, in_width] (a window, or one raw wire-v1 packet:
+  :class:`~qhil.bridge._gpu_sender.GpuPacketSender` writes only ``H_AUX`` and
+  the bytes, and the kernel reads the header from the bytes).
+- output ring: ``out_seq`` uint64[n_slots]; ``out_hdr`` int64[n_slots, HEADER_WORDS]
+  (``H_STREAM``, ``H_SHOT``, ``H_SEQ`` echoed; ``H_AUX`` = corrections applied;
+  ``H_STATUS`` a ``CorrectionStatus``; ``H_T_FPGA`` echoed; ``H_ROUNDS`` rounds
+  received); ``out_data`` uint8[n_slots, out_width] (the residual, 0/1 bytes);
   ``out_obs`` uint8[n_slots, n_obs] (the logical flips, 0/1).
 All are C-contiguous.
 
@@ -108,6 +114,8 @@ from numba import config, cuda, njit
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
 
 __all__ = [
+    "CONTROL_WORDS",
+    "COUNTER_WORDS",
     "HEADER_WORDS",
     "STATE_EXITED",
     "STATE_RUNNING",
@@ -118,11 +126,12 @@ __all__ = [
     "simulator_enabled",
 ]
 
-CONTROL_WORDS = 64
 W_SHUTDOWN, W_HEARTBEAT, W_IN_DONE, W_OUT_DONE, W_STATE, W_STALL = 0, 8, 16, 24, 32, 40
+W_COUNTERS, COUNTER_WORDS = 64, 32  # kernel-written counters (one writer: no line sharing)
+CONTROL_WORDS = W_COUNTERS + COUNTER_WORDS
 STATE_IDLE, STATE_RUNNING, STATE_EXITED = 0, 1, 2
-HEADER_WORDS = 4
-H_STREAM, H_SHOT, H_SEQ, H_AUX = 0, 1, 2, 3
+HEADER_WORDS = 8
+H_STREAM, H_SHOT, H_SEQ, H_AUX, H_STATUS, H_T_FPGA, H_ROUNDS = 0, 1, 2, 3, 4, 5, 6
 HEARTBEAT_EVERY = 64  # kernel polls between heartbeat stores (each store is a bus write)
 
 
@@ -205,24 +214,44 @@ def _store(arr: np.ndarray, idx: int, value: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _reserve(ctrl, in_seq, local) -> int:
+    """The slot of the next input window ``local[0]`` if it is free, else -1.
+
+    Free means the kernel has copied out window ``n - n_slots`` (``W_IN_DONE``,
+    acquire: its reads of the slot are over before this producer writes it).
+    """
+    n = local[0]
+    n_slots = in_seq.shape[0]
+    if n - np.int64(load_acquire_u64(ctrl, W_IN_DONE)) >= n_slots:
+        return -1
+    return n & (n_slots - 1)
+
+
+@njit(cache=True, nogil=True)
+def _commit(in_seq, in_hdr, local, length) -> None:
+    """Publish the reserved window ``local[0]`` holding ``length`` bytes."""
+    n = local[0]
+    slot = n & (in_seq.shape[0] - 1)
+    in_hdr[slot, H_AUX] = length
+    store_release_u64(in_seq, slot, n + 1)  # the slot's stores stay ahead of this
+    local[0] = n + 1
+
+
+@njit(cache=True, nogil=True)
 def _produce(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int:
     """Publish one window; 1 if published, 0 if the ring is full.
 
     local: int64[2] = [next window n, unused]; payload: uint8[k], k <= in_width.
     """
-    n = local[0]
-    n_slots = in_seq.shape[0]
-    if n - np.int64(load_acquire_u64(ctrl, W_IN_DONE)) >= n_slots:
+    slot = _reserve(ctrl, in_seq, local)
+    if slot < 0:
         return 0  # the kernel has not copied out window n - n_slots yet
-    slot = n & (n_slots - 1)
     in_hdr[slot, H_STREAM] = stream
     in_hdr[slot, H_SHOT] = shot
-    in_hdr[slot, H_SEQ] = n
-    in_hdr[slot, H_AUX] = payload.shape[0]
+    in_hdr[slot, H_SEQ] = local[0]
     for i in range(payload.shape[0]):
         in_data[slot, i] = payload[i]
-    store_release_u64(in_seq, slot, n + 1)  # payload stores stay ahead of this
-    local[0] = n + 1
+    _commit(in_seq, in_hdr, local, payload.shape[0])
     return 1
 
 
@@ -230,8 +259,8 @@ def _produce(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int
 def _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) -> int:
     """Copy up to ``hdr.shape[0]`` published results out; returns how many.
 
-    local: int64[2] = [unused, next result n]; hdr int64[m, 4], data uint8[m, out_width],
-    obs uint8[m, n_obs] (C-contiguous destinations).
+    local: int64[2] = [unused, next result n]; hdr int64[m, HEADER_WORDS],
+    data uint8[m, out_width], obs uint8[m, n_obs] (C-contiguous destinations).
     """
     n_slots = out_seq.shape[0]
     k = 0
@@ -345,7 +374,7 @@ class MappedSlotRing:
     def pop(self, max_n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Copy out the published results (at most ``max_n``, default n_slots).
 
-        Returns (int64[k, 4] headers, uint8[k, out_width] payloads, uint8[k, n_obs]), fresh
+        Returns (int64[k, HEADER_WORDS] headers, uint8[k, out_width] payloads, uint8[k, n_obs]), fresh
         C-contiguous arrays.
         """
         m = self.spec.n_slots if max_n is None else max_n
@@ -382,3 +411,13 @@ class MappedSlotRing:
     @property
     def in_done(self) -> int:
         return self.word(W_IN_DONE)
+
+    def counter_words(self) -> np.ndarray:
+        """uint64[COUNTER_WORDS], a fresh copy of the kernel-written counters.
+
+        Each word is read after an acquire load of ``W_HEARTBEAT``; a counter the
+        kernel is updating may read one packet behind, never torn (aligned 8-byte
+        words). What each counts is the kernel's definition.
+        """
+        self.word(W_HEARTBEAT)
+        return self._host["ctrl"][W_COUNTERS : W_COUNTERS + COUNTER_WORDS].copy()

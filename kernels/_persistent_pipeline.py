@@ -4,9 +4,12 @@
 pre-decoder kernel (``PersistentPreDecoder``) is launched ONCE, when the decoder
 is built; then each ``decode_batch`` call
 
-1. submits its shots, one window each, to the kernel's mapped input ring
-   (waiting for room while the ring is full: the kernel frees slots as it takes
-   windows, and the collector below keeps draining results so it never blocks);
+1. cuts its shots into wire-v1 syndrome packets, one per round, and writes them
+   straight into the kernel's mapped input ring in one compiled call per ring's
+   worth (``GpuPacketSender``), waiting for room while the ring is full: the
+   kernel frees slots as it takes packets, and the collector below keeps
+   draining results so it never blocks. The kernel streams each round as it
+   lands;
 2. waits while a host *collector* thread polls the mapped output ring, runs
    PyMatching on each batch of residuals as it arrives (overlapping the
    kernel's work on later shots) and files ``obs_flip ^ PyMatching(residual)``
@@ -15,6 +18,12 @@ is built; then each ``decode_batch`` call
 
 The result is exactly ``PreDecodedMatching``'s (same model, same threshold):
 the kernel reproduces ``PreDecoder.predecode`` bit for bit.
+
+The service hands this decoder whole shots (it assembles rounds on the host),
+so the per-round streaming saves no latency here yet: that needs the bridge to
+forward each round's packet as it arrives (``benchmarks/gpu.py`` measures that
+path directly). A shot the kernel returns INCOMPLETE cannot happen on this
+path (its packets are whole and in order); if it does, it is a failure.
 
 A kernel the watchdog finds stalled (``KernelStalled``) or one that failed turns
 into a ``RuntimeError`` from ``decode_batch`` naming the failure; the decoder is
@@ -132,6 +141,13 @@ def _collect(s: _Shared, poll_sleep_s: float) -> None:
             if not results:
                 time.sleep(poll_sleep_s)  # also lets other Python threads run
                 continue
+            for r in results:
+                if not r.decoded:
+                    bad = {k: v for k, v in pd.counters().items() if v and k != "packets"}
+                    raise RuntimeError(
+                        f"the kernel returned shot {r.shot_id} {r.status.name} after {r.rounds} "
+                        f"of {pd.tables.rounds} rounds (kernel counters: {bad})"
+                    )
             residual = np.stack([r.residual for r in results]).astype(np.uint8)
             obs_flip = np.stack([r.obs_flip for r in results])
             rest = s.matching.decode_batch(residual)
@@ -271,20 +287,22 @@ class PersistentPreDecodedMatching:
         if t is None or not t.is_alive():
             raise RuntimeError("the persistent pre-decoder's collector thread is not running")
 
-    def _submit(self, shot_id: int, row: np.ndarray) -> None:
+    def _submit(self, first_id: int, dets: np.ndarray) -> None:
         from qhil.kernels._persistent import PersistentKernelError
 
         s, pd = self._s, self.predecoder
         try:
-            while not pd.submit(shot_id, row):
-                # The input ring is full: the kernel frees slots as it takes windows,
+            batch = pd.rounds_of(first_id, dets)
+            s.wake.set()  # in flight from now on: the collector polls
+            k = pd.push(batch)
+            while k < batch.num_packets:
+                # The input ring is full: the kernel frees slots as it takes packets,
                 # and the collector keeps draining its results meanwhile.
-                s.wake.set()
                 self._check()
                 time.sleep(2e-5)
+                k = pd.push(batch, k)
         except PersistentKernelError as ex:
             raise self._failed(ex) from ex
-        s.wake.set()
 
     def decode_batch(self, dets: np.ndarray) -> np.ndarray:
         """bool/uint8[shots, num_detectors] -> bool[shots, num_observables]."""
@@ -305,8 +323,7 @@ class PersistentPreDecodedMatching:
                 s.floor = base
                 s.done.clear()
             try:
-                for i in range(n):
-                    self._submit(base + i, d[i])
+                self._submit(base, d)
                 with s.cv:
                     for i in range(n):
                         while base + i not in s.done:

@@ -1,5 +1,7 @@
 """Tests of ``PersistentPreDecodedMatching`` (the persistent kernel as the loop's decoder).
 
+Its shots travel as per-round wire-v1 packets into the kernel's mapped ring.
+
 As in ``persistent_test.py``, the simulator scenarios run in a subprocess
 (``python -m qhil.kernels.persistent_pipeline_test <scenario>``) with
 ``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is imported, and report
@@ -55,14 +57,17 @@ def test_decode_batch_equals_the_cpu_pipeline_exactly(sim_run: dict[str, Any]) -
     assert s["empty_shape"] == [0, 1]
     # the random model really acts: the residual differs from the raw events somewhere
     assert s["predecoder_acts"]
-    # 12 shots through 4 slots: the ring filled and decode_batch waited for room
-    assert s["submitted"] == 2 * s["shots"] and s["n_slots"] < s["shots"]
+    # one packet per round; 12 shots through 4 slots: the rings filled and decode_batch waited
+    assert s["submitted"] == 2 * s["shots"] * s["rounds_per_shot"] and s["n_slots"] < s["shots"]
+    assert s["counters"]["rounds_accepted"] == s["counters"]["packets"] == s["submitted"]
+    assert s["counters"]["shots_decoded"] == 2 * s["shots"]
 
 
 def test_close_stops_the_kernel(sim_run: dict[str, Any]) -> None:
     c = sim_run["close"]
     assert c["report"]["exited"] and c["report"]["error"] is None, c
-    assert c["report"]["returned"] == c["report"]["submitted"]
+    assert c["report"]["taken"] == c["report"]["submitted"]  # every packet taken
+    assert c["report"]["returned"] == c["report"]["counters"]["shots_decoded"]  # every shot
     assert not c["launcher_alive"] and not c["collector_alive"]
     assert c["closed"] and c["second_close_same"]
     assert "closed" in c["after_close_error"]
@@ -166,10 +171,12 @@ def _sim(tmp: str) -> dict[str, Any]:
                 (cpu.predecoder.predecode(dets).residual != dets.astype(bool)).any()
             ),
             "submitted": dec.predecoder.ring.pushed,
+            "rounds_per_shot": dec.predecoder.tables.rounds,
             "n_slots": dec.predecoder.ring.spec.n_slots,
         }
     finally:
         rep = dec.close(timeout_s=10.0)
+    out["decode"]["counters"] = rep.counters
     pd = dec.predecoder
     try:
         dec.decode_batch(dets)

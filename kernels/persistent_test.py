@@ -1,4 +1,4 @@
-"""Tests of ``PersistentPreDecoder`` (the persistent GPU kernel fed through mapped memory).
+"""Tests of ``PersistentPreDecoder``: the streaming persistent kernel fed per-round packets.
 
 Without a GPU the kernel runs in Numba's CUDA simulator. ``NUMBA_ENABLE_CUDASIM``
 must be set before ``numba.cuda`` is first imported and it changes what
@@ -16,15 +16,27 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 _MODULE = "qhil.kernels.persistent_test"
 
+# (distance, rounds, basis, model widths, kernel size, shots): rounds=1; a kernel of 5;
+# rounds > 2 x the receptive field (5); d=5 with three layers (lag 3 > T = 3).
+EXACT_CASES = [
+    (3, 1, "z", (4, 4, 4), 3, 3),
+    (3, 3, "x", (4, 4), 5, 2),
+    (3, 11, "z", (4, 4, 4), 3, 2),
+    (5, 2, "x", (4, 4, 4, 4), 3, 2),
+    (5, 4, "z", (4, 4, 4), 3, 2),
+]
 
-def _scenario(name: str, *args: str, sim: bool = True, timeout_s: float = 90.0) -> dict[str, Any]:
+
+def _scenario(name: str, *args: str, sim: bool = True, timeout_s: float = 120.0) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     if sim:
@@ -49,23 +61,55 @@ def sim_run() -> dict[str, Any]:
     return out
 
 
-def test_streamed_windows_match_the_cpu_path_exactly(sim_run: dict[str, Any]) -> None:
-    s = sim_run["stream"]
-    assert s["results"] == s["submitted"] == 20
-    assert s["mismatches"] == []  # residual, obs_flip and corrections all equal the CPU path
-    assert s["in_order"] and s["seqs"] == list(range(20))
-    # the random model really acts, so equality is not vacuous
-    assert s["corrections_total"] > 0 and s["residual_differs_from_dets"] > 0
-    assert s["producer_blocked"] > 0  # n_slots=4 < 20: the ring wrapped and pushed back
+def test_streamed_rounds_equal_the_reference_exactly(sim_run: dict[str, Any]) -> None:
+    cases = sim_run["exact"]
+    assert [c["case"] for c in cases] == [list(c[:3]) for c in EXACT_CASES]
+    for c in cases:
+        assert c["results"] == c["shots"] and c["mismatches"] == [], c
+        assert c["all_decoded"] and c["rounds"] == [c["T"]] * c["shots"], c
+        assert c["in_order"]
+        k = c["counters"]
+        assert k["packets"] == k["rounds_accepted"] == c["shots"] * c["T"] == c["sent"], k
+        assert k["shots_decoded"] == c["shots"]
+        assert sum(k.values()) == 2 * k["packets"] + k["shots_decoded"]  # nothing else counted
+        assert c["report"]["exited"] and c["report"]["error"] is None
+    # the random models really act, so equality is not vacuous
+    assert all(c["corrections_total"] > 0 for c in cases)
+    assert sum(c["residual_differs_from_dets"] for c in cases) > 0
+    assert cases[0]["input_ring_wrapped"]  # more packets than slots: the producer waited
 
 
-def test_shutdown_flag_ends_the_kernel(sim_run: dict[str, Any]) -> None:
-    for key in ("stream", "idle"):
-        r = sim_run[key]["report"]
-        assert r["exited"] and r["error"] is None, r
-        assert not sim_run[key]["launcher_alive"]
+def test_malformed_and_unexpected_packets_are_counted_and_skipped(sim_run: dict[str, Any]) -> None:
+    m = sim_run["malformed"]
+    k = m["counters"]
+    want = {
+        "bad_crc": 1, "stale": 3, "bad_magic": 1, "truncated": 1, "unknown_stream": 1,
+        "seq_gap": 2, "packets_missing": 2, "duplicate": 2, "bad_field": 2, "bad_length": 1,
+        "end_of_stream": 1, "bad_version": 1, "rounds_accepted": 15, "shots_decoded": 4,
+        "shots_incomplete": 3, "dropped_at_shutdown": 0, "packets": m["sent"],
+    }  # fmt: skip
+    assert k == want, k
+    rejected = sum(v for name, v in k.items() if name not in (
+        "seq_gap", "packets_missing", "rounds_accepted", "shots_decoded", "shots_incomplete",
+        "end_of_stream", "packets", "dropped_at_shutdown"))  # fmt: skip
+    assert k["packets"] == k["rounds_accepted"] + rejected + k["end_of_stream"]
+    assert m["results"] == [[0, "DECODED", 3], [1, "INCOMPLETE", 1], [2, "INCOMPLETE", 1],
+                            [3, "DECODED", 3], [4, "DECODED", 3], [6, "INCOMPLETE", 1],
+                            [7, "DECODED", 3]]  # fmt: skip
+    assert m["decoded_equal_reference"]
+    assert m["t_fpga_echoed"]  # the record carries the last packet's t_fpga and seq
+    assert m["report"]["exited"] and m["report"]["error"] is None  # never crashed or hung
+
+
+def test_shutdown_while_waiting_mid_shot(sim_run: dict[str, Any]) -> None:
+    s = sim_run["mid_shot"]
+    assert s["first_shot_decoded"]
+    assert s["report"]["exited"] and s["report"]["error"] is None
+    assert not s["launcher_alive"]
+    assert s["open_shot"] == [1, "INCOMPLETE", 2]  # emitted on shutdown: nothing lost
+    assert s["report"]["counters"]["shots_incomplete"] == 1
     idle = sim_run["idle"]
-    assert idle["report"]["heartbeat"] > 0  # it beats while polling an empty ring
+    assert idle["report"]["exited"] and idle["report"]["heartbeat"] > 0  # beats while polling
     assert idle["report"]["submitted"] == idle["report"]["returned"] == 0
 
 
@@ -82,18 +126,17 @@ def test_watchdog_reports_a_stalled_kernel_and_stops_it(sim_run: dict[str, Any])
     assert not s["launcher_alive"]
 
 
-def test_tables_are_built_from_the_geometry_footprints() -> None:
+def test_tables_follow_the_geometry_footprints_slice_by_slice() -> None:
     stim = pytest.importorskip("stim")
-    import numpy as np
 
     from qhil.kernels._geometry import PreDecoderGeometry
     from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._persistent import build_tables
+    from qhil.kernels._persistent_tables import L_AOFF, L_LAG, L_RING, build_tables
 
     c = stim.Circuit.generated("surface_code:rotated_memory_x", distance=3, rounds=3)
     g = PreDecoderGeometry.from_circuit(c)
-    m = QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1)
-    t = build_tables(g, m)
+    m = QuantizedModel.random(widths=(4, 6, 5, 4), kernel=3, seed=1)
+    t = build_tables(g, m, stream_id=9)
     rng = np.random.default_rng(5)
     e = rng.random((8, *g.output_mask.shape)) < 0.2
     flips, obs = g.footprint(e)
@@ -101,24 +144,36 @@ def test_tables_are_built_from_the_geometry_footprints() -> None:
     for i in range(t.num_detectors):
         want = flat[:, t.det_src[t.det_ptr[i] : t.det_ptr[i + 1]]].sum(axis=1) % 2
         assert (want == flips[:, i]).all()
-    got_obs = flat[:, t.obs_src[t.obs_ptr[0] : t.obs_ptr[1]]].sum(axis=1) % 2
-    assert (got_obs == obs[:, 0]).all()
+    t_n = t.rounds
+    got_obs = sum(
+        flat[:, t.obs_src[t.obs_ptr[s] : t.obs_ptr[s + 1]]].sum(axis=1) for s in range(t_n)
+    )
+    assert (got_obs % 2 == obs[:, 0]).all()
     assert t.wflat.size + t.bflat.size == m.parameter_count
     x = g.inputs(np.zeros((1, g.num_detectors), dtype=bool))
     assert (t.mask_act == (x[0].ravel().astype(np.int64) << m.act_bits)).all()
+    assert t.layers[:, L_LAG].tolist() == [1, 2, 3] and t.layers[:, L_RING].tolist() == [3] * 3
+    assert t.layers[:, L_AOFF].tolist() == [0, 4 * 3 * 9, (4 + 6) * 3 * 9]
+    assert t.act_len == (4 + 6 + 5) * 3 * 9 and int(t.dims[6]) == 9
+    assert t.n_bits.tolist() == np.diff(g.layout.round_offsets).tolist()
+    for n in (0, 1, 5, 44, t.max_packet - 1):  # the parallel CRC's tables are zlib's CRC
+        msg = rng.integers(0, 256, n, dtype=np.uint8)
+        terms = t.crc_tab[n - 1 - np.arange(n), msg]
+        assert int(t.crc_zero[n] ^ np.bitwise_xor.reduce(terms, initial=0)) == zlib.crc32(msg)
 
 
-def test_persistent_kernel_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
-    r = _scenario("ptx", str(tmp_path / "persistent.ptx"), sim=False, timeout_s=120.0)
+def test_streaming_kernel_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
+    r = _scenario("ptx", str(tmp_path / "streaming.ptx"), sim=False, timeout_s=120.0)
     if not r["ok"]:
         pytest.skip(f"numba.cuda.compile_ptx unavailable here: {r['reason']}")
     assert r["ld_acquire_sys"] > 0 and r["st_release_sys"] > 0  # the flag protocol
     assert r["membar_sys"] > 0  # cuda.threadfence_system()
+    assert r["atom_xor"] > 0  # the parallel CRC's reduction
     ptxas = shutil.which("ptxas")
     if ptxas is None:
         pytest.skip("PTX generated; ptxas (CUDA toolkit) not found to assemble it for sm_90")
     proc = subprocess.run(
-        [ptxas, "-arch=sm_90", str(tmp_path / "persistent.ptx"), "-o", str(tmp_path / "k.cubin")],
+        [ptxas, "-arch=sm_90", str(tmp_path / "streaming.ptx"), "-o", str(tmp_path / "k.cubin")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -128,12 +183,12 @@ def test_persistent_kernel_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
-def test_persistent_kernel_on_a_gpu() -> None:
+def test_streaming_kernel_on_a_gpu() -> None:
     r = _scenario("gpu", sim=False, timeout_s=300.0)
-    s = r["stream"]
-    assert s["results"] == s["submitted"] == s["expected"]
-    assert s["mismatches"] == [] and s["in_order"]
-    assert s["report"]["exited"] and s["report"]["error"] is None
+    for c in r["exact"]:
+        assert c["results"] == c["shots"] and c["mismatches"] == [] and c["all_decoded"], c
+    assert r["malformed"]["counters"]["packets"] == r["malformed"]["sent"]
+    assert r["malformed"]["decoded_equal_reference"]
     st = r["stall"]
     assert st["raised"] == "KernelStalled" and st["kernel_exited"]
 
@@ -141,96 +196,214 @@ def test_persistent_kernel_on_a_gpu() -> None:
 # --------------------------------------------------------------------------- scenarios
 
 
-def _setup(distance: int = 3, rounds: int = 2, shots: int = 20) -> tuple[Any, ...]:
-    import numpy as np
+def _setup(distance: int, rounds: int, basis: str, widths: tuple[int, ...], kernel: int,
+           shots: int) -> tuple[Any, ...]:  # fmt: skip
     import stim
 
     from qhil.kernels._geometry import PreDecoderGeometry
-    from qhil.kernels._model import QuantizedModel, reference_logits
+    from qhil.kernels._model import QuantizedModel
+    from qhil.kernels._predecoder import PreDecoder
 
     circuit = stim.Circuit.generated(
-        "surface_code:rotated_memory_z",
+        f"surface_code:rotated_memory_{basis}",
         distance=distance,
         rounds=rounds,
         after_clifford_depolarization=0.05,
     )
     geometry = PreDecoderGeometry.from_circuit(circuit)
-    model = QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1)
+    model = QuantizedModel.random(widths=widths, kernel=kernel, seed=1)
     dets = circuit.compile_detector_sampler(seed=3).sample(shots)
     dets[0] = False  # a quiet shot and a saturated one among the random ones
     dets[1] = True
-    # The CPU path: reference_logits -> binarize -> mask -> footprint.
-    e = (reference_logits(geometry.inputs(dets), model) > 0) & geometry.output_mask
-    flips, obs = geometry.footprint(e)
-    expected = (dets ^ flips, obs, e.reshape(shots, -1).sum(axis=1))
-    return geometry, model, np.asarray(dets), expected
+    ref = PreDecoder(geometry, model, "numpy").predecode(dets)  # reference_logits inside
+    return geometry, model, np.asarray(dets), ref
 
 
-def _stream(pd: Any, dets: Any, expected: Any, deadline_s: float) -> dict[str, Any]:
+def _matches(r: Any, ref: Any, i: int) -> bool:
+    return bool(
+        (r.residual == ref.residual[i]).all()
+        and (r.obs_flip == ref.obs_flip[i]).all()
+        and r.corrections == int(ref.corrections[i])
+    )
+
+
+def _collect(pd: Any, n: int, deadline_s: float, until: Any = None) -> list[Any]:
+    results: list[Any] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline_s:
+        results += pd.poll()
+        if len(results) >= n and (until is None or until()):
+            break
+        time.sleep(2e-3)
+    return results
+
+
+def _exact(case: tuple[Any, ...]) -> dict[str, Any]:
+    import dataclasses
     import threading
 
-    residual, obs, corrections = expected
-    blocked = [0]
+    from qhil.kernels._persistent import PersistentPreDecoder
 
-    def produce() -> None:
-        for i, d in enumerate(dets):
-            while not pd.submit(1000 + i, d):
-                blocked[0] += 1
-                time.sleep(1e-3)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    t0 = time.monotonic()
-    producer.start()
-    results: list[Any] = []
-    while len(results) < len(dets) and time.monotonic() - t0 < deadline_s:
-        results += pd.poll()
-        time.sleep(2e-3)
-    producer.join(1.0)
-    wall = time.monotonic() - t0
-    mismatches = []
-    for r in results:
-        shot_id, res, flip = r  # unpacks as a tuple
-        i = shot_id - 1000
-        if not (
-            (res == residual[i]).all()
-            and (flip == obs[i]).all()
-            and r.corrections == corrections[i]
-        ):
-            mismatches.append(shot_id)
-    shot_ids = [r.shot_id for r in results]
+    geometry, model, dets, ref = _setup(*case)
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0)
+    shots = len(dets)
+    producer = threading.Thread(target=pd.submit, args=(1000, dets), kwargs={"timeout_s": 60.0})
+    producer.start()  # a host thread producing per-round packets while this one polls
+    results = _collect(pd, shots, 90.0)
+    producer.join(10.0)
+    rep = pd.stop(timeout_s=10.0)
+    ids = [r.shot_id for r in results]
     return {
-        "submitted": pd.ring.pushed,
+        "case": list(case[:3]),
+        "shots": shots,
+        "T": pd.tables.rounds,
+        "sent": pd.ring.pushed,
+        "input_ring_wrapped": pd.ring.pushed > pd.ring.spec.n_slots,
         "results": len(results),
-        "expected": len(dets),
-        "mismatches": mismatches,
-        "in_order": shot_ids == sorted(shot_ids),
-        "seqs": [r.seq for r in results],
+        "mismatches": [r.shot_id for r in results if not _matches(r, ref, r.shot_id - 1000)],
+        "all_decoded": all(r.decoded for r in results),
+        "rounds": [r.rounds for r in results],
+        "in_order": ids == list(range(1000, 1000 + len(ids))),
         "corrections_total": int(sum(r.corrections for r in results)),
-        "residual_differs_from_dets": int((residual != dets).sum()),
-        "producer_blocked": blocked[0],
-        "wall_s": wall,
+        "residual_differs_from_dets": int((ref.residual != dets).sum()),
+        "counters": rep.counters,
+        "report": dataclasses.asdict(rep),
     }
 
 
-def _report(rep: Any) -> dict[str, Any]:
+def _packets(geometry: Any, dets: Any) -> Any:
+    """pkt(shot, round, seq, ...) -> wire-v1 bytes of that round of ``dets[shot]``."""
+    from qhil.bridge import FLAG_FIRST_ROUND, FLAG_LAST_ROUND, syndrome_size, write_syndrome
+
+    off = geometry.layout.round_offsets
+    t_n = len(off) - 1
+
+    def pkt(shot: int, rnd: int, seq: int, *, stream: int = 0, flags: int | None = None,
+            n_bits: int | None = None, t_fpga: int | None = None) -> np.ndarray:  # fmt: skip
+        bits = dets[shot % len(dets), off[rnd] : off[rnd + 1]]
+        if flags is None:
+            flags = (FLAG_FIRST_ROUND if rnd == 0 else 0) | (FLAG_LAST_ROUND if rnd == t_n - 1 else 0)
+        nb = len(bits) if n_bits is None else n_bits
+        payload = np.zeros(64, dtype=np.uint8)
+        packed = np.packbits(bits, bitorder="little")
+        payload[: len(packed)] = packed
+        buf = np.zeros(syndrome_size(max(nb, len(bits))), dtype=np.uint8)
+        tf = 1000 + (seq & 0xFFFF) if t_fpga is None else t_fpga
+        n = write_syndrome(buf, stream, shot, rnd, np.uint64(seq), tf, flags, payload, nb)
+        return buf[:n].copy()
+
+    return pkt
+
+
+def _with(packet: np.ndarray, offset: int, value: int) -> np.ndarray:
+    packet[offset] = value
+    return packet
+
+
+def _malformed() -> dict[str, Any]:
+    import dataclasses
+    import threading
+
+    from qhil.bridge import FLAG_END_OF_STREAM
+    from qhil.kernels._persistent import PersistentPreDecoder
+
+    geometry, model, dets, ref = _setup(3, 2, "z", (4, 4, 4), 3, 8)  # T = 3
+    pkt = _packets(geometry, dets)
+    bad_crc = pkt(1, 1, 4)
+    bad_crc[-1] ^= 0x5A
+    seq = [  # (packet, what the kernel must make of it)
+        pkt(0, 0, 0), pkt(0, 1, 1), pkt(0, 2, 2),  # shot 0 decoded
+        pkt(1, 0, 3), bad_crc, pkt(1, 2, 5),  # bad CRC (seq 4 unread: a gap); round 2 stale
+        np.frombuffer(b"XXXX" + bytes(40), dtype=np.uint8),  # bad magic
+        pkt(2, 0, 6)[:41],  # truncated
+        pkt(2, 0, 6, stream=5),  # unknown stream (seq 6 is not consumed)
+        pkt(2, 0, 6), pkt(2, 2, 8), pkt(2, 1, 7),  # out of order: gap, stale, stale late
+        pkt(3, 0, 9), pkt(3, 0, 9), pkt(3, 1, 10), pkt(3, 1, 11), pkt(3, 2, 12),  # duplicates
+        pkt(4, 0, 13, flags=0x03), pkt(4, 0, 14), pkt(4, 1, 15), pkt(4, 2, 16),  # bad flags
+        pkt(5, 1, 17, n_bits=3),  # n_bits not this layout's
+        pkt(5, 0, 2**63),  # seq >= 2**63
+        _with(pkt(5, 0, 18), 4, 2),  # wire version 2
+        pkt(6, 0, 18), pkt(6, 0, 19, flags=FLAG_END_OF_STREAM, n_bits=0),  # end of stream
+        pkt(7, 0, 20), pkt(7, 1, 21), pkt(7, 2, 22, t_fpga=777),  # shot 7 decoded
+    ]  # fmt: skip
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0)
+
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for p in seq:
+                assert pd.sender.send(p, timeout_s=60.0)
+        except BaseException as ex:  # reported below, not lost in the thread
+            failed.append(ex)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    done = lambda: bool(failed) or pd.counters()["packets"] == len(seq)  # noqa: E731
+    results = _collect(pd, 7, 90.0, until=done)
+    producer.join(10.0)
+    if failed:
+        raise failed[0]
+    rep = pd.stop(timeout_s=10.0)
+    decoded = [r for r in results if r.decoded]
+    last = results[-1] if results else None
+    return {
+        "sent": len(seq),
+        "counters": rep.counters,
+        "results": [[r.shot_id, r.status.name, r.rounds] for r in results],
+        "decoded_equal_reference": bool(decoded) and all(_matches(r, ref, r.shot_id) for r in decoded),
+        "t_fpga_echoed": last is not None and (last.t_fpga, last.seq) == (777, 22),
+        "report": dataclasses.asdict(rep),
+    }
+
+
+def _mid_shot() -> dict[str, Any]:
     import dataclasses
 
-    return dataclasses.asdict(rep)
+    from qhil.kernels._persistent import PersistentPreDecoder
+
+    geometry, model, dets, ref = _setup(3, 2, "z", (4, 4, 4), 3, 2)
+    pkt = _packets(geometry, dets)
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=8, watchdog_s=20.0)
+    for i, (shot, rnd) in enumerate([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]):
+        assert pd.sender.send(pkt(shot, rnd, i), timeout_s=30.0)
+    got = _collect(pd, 1, 60.0, until=lambda: pd.counters()["packets"] == 5)
+    rep = pd.stop(timeout_s=10.0)  # the kernel is waiting for shot 1's last round
+    rest = pd.ring.pop()[0]  # poll() would raise "stopped" once drained; read the ring
+    return {
+        "first_shot_decoded": len(got) == 1 and got[0].decoded and _matches(got[0], ref, 0),
+        "report": dataclasses.asdict(rep),
+        "launcher_alive": pd._launcher is not None and pd._launcher.is_alive(),
+        "open_shot": [int(rest[0][1]), "INCOMPLETE" if rest[0][4] == 1 else "?", int(rest[0][6])]
+        if len(rest) == 1
+        else None,
+    }
 
 
-def _stall(pd: Any, dets: Any, expected: Any) -> dict[str, Any]:
-    from qhil.bridge._gpu_ring import STATE_EXITED
-    from qhil.kernels._persistent import PersistentKernelError
+def _idle() -> dict[str, Any]:
+    import dataclasses
 
-    residual = expected[0]
-    for i in range(2):
-        assert pd.submit(i, dets[i])
-    got: list[Any] = []
+    from qhil.kernels._persistent import PersistentPreDecoder
+
+    geometry, model, _, _ = _setup(3, 1, "z", (4, 4), 3, 2)
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0)
     t0 = time.monotonic()
-    while len(got) < 2 and time.monotonic() - t0 < 30:
-        got += pd.poll()
-        time.sleep(2e-3)
-    before_ok = len(got) == 2 and all((r.residual == residual[r.shot_id]).all() for r in got)
+    while pd.ring.heartbeat == 0 and time.monotonic() - t0 < 10:
+        time.sleep(1e-3)
+    return {"report": dataclasses.asdict(pd.stop(timeout_s=10.0))}
+
+
+def _stall() -> dict[str, Any]:
+    import dataclasses
+
+    from qhil.bridge._gpu_ring import STATE_EXITED
+    from qhil.kernels._persistent import PersistentKernelError, PersistentPreDecoder
+
+    geometry, model, dets, ref = _setup(3, 1, "z", (4, 4), 3, 2)
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=2.0)
+    pd.submit(0, dets[:2])
+    got = _collect(pd, 2, 30.0)
+    before_ok = len(got) == 2 and all(_matches(r, ref, r.shot_id) for r in got)
     pd._debug_stall(True)
     t_stall, raised, message = time.monotonic(), None, ""
     while time.monotonic() - t_stall < 30:
@@ -259,50 +432,44 @@ def _stall(pd: Any, dets: Any, expected: Any) -> dict[str, Any]:
         "watchdog_s": pd.watchdog_s,
         "kernel_exited": exited,
         "submit_raised": submit_raised,
-        "report": _report(rep),
+        "report": dataclasses.asdict(rep),
         "launcher_alive": pd._launcher is not None and pd._launcher.is_alive(),
+    }
+
+
+def _ptx(path: str) -> dict[str, Any]:
+    try:
+        from numba import cuda
+
+        from qhil.kernels._persistent_kernel import KERNEL_SIGNATURE, streaming_kernel
+
+        ptx, _ = cuda.compile_ptx(streaming_kernel.py_func, KERNEL_SIGNATURE, cc=(9, 0))
+    except Exception as ex:  # no NVVM / no compile_ptx: the test skips with this reason
+        return {"ok": False, "reason": f"{type(ex).__name__}: {str(ex).strip()[:300]}"}
+    Path(path).write_text(ptx)
+    return {
+        "ok": True,
+        "ld_acquire_sys": ptx.count("ld.acquire.sys"),
+        "st_release_sys": ptx.count("st.release.sys"),
+        "membar_sys": ptx.count("membar.sys") + ptx.count("fence.sc.sys"),
+        "atom_xor": ptx.count("atom.shared.xor") + ptx.count("atom.xor"),
     }
 
 
 def _main(argv: list[str]) -> dict[str, Any]:
     name = argv[0]
     if name == "ptx":
-        try:
-            from numba import cuda
-
-            from qhil.kernels._persistent import KERNEL_SIGNATURE, persistent_kernel
-
-            ptx, _ = cuda.compile_ptx(persistent_kernel.py_func, KERNEL_SIGNATURE, cc=(9, 0))
-        except Exception as ex:  # no NVVM / no compile_ptx: the test skips with this reason
-            return {"ok": False, "reason": f"{type(ex).__name__}: {str(ex).strip()[:300]}"}
-        Path(argv[1]).write_text(ptx)
-        return {
-            "ok": True,
-            "ld_acquire_sys": ptx.count("ld.acquire.sys"),
-            "st_release_sys": ptx.count("st.release.sys"),
-            "membar_sys": ptx.count("membar.sys") + ptx.count("fence.sc.sys"),
-        }
-
-    from qhil.kernels._persistent import PersistentPreDecoder
-
-    out: dict[str, Any] = {}
-    geometry, model, dets, expected = _setup()
+        return _ptx(argv[1])
     if name == "gpu":
-        geometry, model, dets, expected = _setup(distance=5, rounds=5, shots=200)
-    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=10.0)
-    out["stream"] = _stream(pd, dets, expected, deadline_s=60.0)
-    out["stream"]["report"] = _report(pd.stop(timeout_s=10.0))
-    out["stream"]["launcher_alive"] = pd._launcher is not None and pd._launcher.is_alive()
-    if name == "all":
-        pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=10.0)
-        t0 = time.monotonic()
-        while pd.ring.heartbeat == 0 and time.monotonic() - t0 < 10:
-            time.sleep(1e-3)
-        out["idle"] = {"report": _report(pd.stop(timeout_s=10.0))}
-        out["idle"]["launcher_alive"] = pd._launcher is not None and pd._launcher.is_alive()
-    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=2.0)
-    out["stall"] = _stall(pd, dets, expected)
-    return out
+        cases = [(5, 5, "z", (4, 8, 4), 3, 50), (13, 13, "z", (4, 16, 4), 3, 8)]
+        return {"exact": [_exact(c) for c in cases], "malformed": _malformed(), "stall": _stall()}
+    return {
+        "exact": [_exact(c) for c in EXACT_CASES],
+        "malformed": _malformed(),
+        "mid_shot": _mid_shot(),
+        "idle": _idle(),
+        "stall": _stall(),
+    }
 
 
 if __name__ == "__main__":

@@ -1,0 +1,265 @@
+"""The streaming persistent kernel's tables: one (geometry, model) pair, flattened.
+
+The kernel (``qhil.kernels._persistent_kernel``) takes one time slice (one
+round's packet) at a time, so every table here is laid out to be read slice by
+slice. :func:`build_tables` builds them once, on the host, from the very
+functions the CPU path uses (``PreDecoderGeometry.footprint``, the model's
+integer weights), so the kernel reproduces ``PreDecoder.predecode`` bit for bit.
+
+Streaming schedule
+------------------
+Layer ``l`` has a cubic kernel of size ``k_l`` and time padding ``p_l = k_l // 2``;
+its *lag* is ``P_l = p_0 + ... + p_l``. Output slice ``t`` of layer ``l`` needs
+slices ``t - p_l .. t + p_l`` of its input, so once input slice ``s`` has arrived
+layer ``l`` can produce slice ``s - P_l`` and no later one. The kernel runs
+*steps*: step ``s`` computes, for each layer in order, slice ``s - P_l`` when it
+lies in ``0..T-1``. Step ``s`` runs when round ``s``'s packet arrives; the last
+round's packet (``s = T - 1``) also runs steps ``T .. T - 1 + P_(L-1)``, where
+slices ``>= T`` of every layer's input read as zero: exactly the reference's
+zero padding at the time boundary. Each layer's input is kept in a ring of
+``2 p_l + 1`` slices, enough for one step's reads (the newest slice is the one
+written this step, the oldest the one read last).
+
+>>> import stim
+>>> from qhil.kernels._geometry import PreDecoderGeometry
+>>> from qhil.kernels._model import QuantizedModel
+>>> c = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3, rounds=2)
+>>> t = build_tables(PreDecoderGeometry.from_circuit(c),
+...                  QuantizedModel.random(widths=(4, 8, 4), kernel=3, seed=1))
+>>> t.layers[:, L_LAG].tolist(), t.layers[:, L_RING].tolist(), t.max_packet
+([1, 2], [3, 3], 45)
+>>> import zlib
+>>> msg = np.frombuffer(b"123456789", dtype=np.uint8)
+>>> crc = t.crc_zero[9] ^ np.bitwise_xor.reduce(t.crc_tab[8 - np.arange(9), msg])
+>>> int(crc) == zlib.crc32(b"123456789")
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import numpy as np
+
+from qhil.kernels._geometry import PreDecoderGeometry
+from qhil.kernels._model import QuantizedModel
+
+__all__ = ["MAX_OBS", "MAX_PACKET", "StreamTables", "build_tables", "crc_tables"]
+
+MAX_PACKET = 1024  # bytes of one packet the kernel stages in shared memory (d <= 89)
+MAX_OBS = 8  # logical observables the kernel accumulates in shared memory
+
+# dims: int64[D_LEN] scalar parameters.
+D_T, D_D, D_ACT_BITS, D_WEIGHT_BITS, D_CUT, D_LAYERS, D_STREAM, D_MAX_LAG, D_LEN = range(9)
+# layers: int64[n_layers, L_LEN] per-layer shape, offsets and schedule.
+L_CIN, L_COUT, L_K, L_WOFF, L_BOFF, L_AOFF, L_RING, L_LAG, L_LEN = range(9)
+
+
+def crc_tables(max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Position tables for a parallel CRC-32 (zlib's) of messages up to ``max_len`` bytes.
+
+    CRC-32 is affine in the message for a fixed length ``n``:
+    ``crc32(m) = zero[n] XOR (XOR over i of tab[n - 1 - i, m[i]])``, so every
+    byte's term can be looked up independently (one thread each) and the terms
+    XOR-reduced in any order.
+
+    Returns:
+        tab: uint32[max_len, 256], C-contiguous; ``tab[j, b]`` is the raw CRC
+            register (initial value 0, no final XOR) after byte ``b`` followed by
+            ``j`` zero bytes.
+        zero: uint32[max_len + 1], C-contiguous; ``zero[n] = zlib.crc32(bytes(n))``.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1; got {max_len}")
+    byte = np.zeros(256, dtype=np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        byte[i] = c
+    tab = np.empty((max_len, 256), dtype=np.uint32)
+    c = byte.copy()  # one byte b into a zero register: byte[b]
+    for j in range(max_len):
+        tab[j] = c
+        c = byte[c & 0xFF] ^ (c >> np.uint32(8))  # one more zero byte
+    zero = np.array([zlib.crc32(bytes(n)) for n in range(max_len + 1)], dtype=np.uint32)
+    return tab, zero
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamTables:
+    """Everything the streaming kernel needs about one (geometry, model) pair.
+
+    All arrays are C-contiguous. ``plane = d * d``; a flat *output index* is
+    ``(channel * T + t) * plane + cell`` into ``[4, T, d, d]``.
+
+    Attributes:
+        dims: int64[D_LEN] = (T, d, act_bits, weight_bits, cut, n_layers,
+            stream_id, max_lag = P_(L-1)).
+        layers: int64[n_layers, L_LEN] = (c_in, c_out, k, offset into wflat,
+            offset into bflat, offset of the layer's input ring in the
+            activation buffer, ring slices 2 p + 1, lag P_l).
+        wflat: int64[sum of weight sizes], each layer's [c_out, c_in, k, k, k] in C order.
+        bflat: int64[sum of c_out], the biases.
+        round_off: int64[T + 1]; round ``t``'s detectors are ``round_off[t]:round_off[t + 1]``.
+        n_bits: int64[T], detection events per round (its packet's ``n_bits``).
+        det_kc: int64[n_det], ``kind * plane + cell`` of detector ``i``'s input cell
+            (kind 0 = X, 1 = Z: the input channel).
+        mask_act: int64[4 * T * plane], the input with no events, times 2**act_bits
+            (channels 2 and 3: the X / Z present masks), by flat output index.
+        out_valid: uint8[4 * T * plane], ``geometry.output_mask`` flattened.
+        det_ptr: int64[n_det + 1], det_src: int64[nnz]: CSR, detector ``i`` is flipped
+            by the outputs ``det_src[det_ptr[i]:det_ptr[i + 1]]`` (flat output
+            indices, all in slices ``t - 1`` and ``t`` for a detector of slice ``t``).
+        obs_ptr: int64[n_obs * T + 1], obs_src: int64[nnz]: CSR, row ``o * T + t`` lists
+            the outputs of slice ``t`` that flip observable ``o``.
+        crc_tab: uint32[max_packet, 256], crc_zero: uint32[max_packet + 1]: see
+            :func:`crc_tables`.
+        act_len: int64 entries of the activation buffer (every layer's input ring).
+        max_packet: bytes of this layout's largest syndrome packet.
+    """
+
+    dims: np.ndarray
+    layers: np.ndarray
+    wflat: np.ndarray
+    bflat: np.ndarray
+    round_off: np.ndarray
+    n_bits: np.ndarray
+    det_kc: np.ndarray
+    mask_act: np.ndarray
+    out_valid: np.ndarray
+    det_ptr: np.ndarray
+    det_src: np.ndarray
+    obs_ptr: np.ndarray
+    obs_src: np.ndarray
+    crc_tab: np.ndarray
+    crc_zero: np.ndarray
+    act_len: int
+    max_packet: int
+
+    @property
+    def rounds(self) -> int:
+        """T: packets (time slices) per shot, the final data-measurement round included."""
+        return int(self.dims[D_T])
+
+    @property
+    def num_detectors(self) -> int:
+        return int(self.det_kc.shape[0])
+
+    @property
+    def num_observables(self) -> int:
+        return int((self.obs_ptr.shape[0] - 1) // self.rounds)
+
+    def device_args(self) -> tuple[np.ndarray, ...]:
+        """Kernel arguments, in the kernel's order (after the ring's)."""
+        return (
+            self.dims, self.layers, self.wflat, self.bflat, self.round_off, self.n_bits,
+            self.det_kc, self.mask_act, self.out_valid, self.det_ptr, self.det_src,
+            self.obs_ptr, self.obs_src, self.crc_tab, self.crc_zero,
+        )  # fmt: skip
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of (row, col) pairs: (int64[n_rows + 1] pointers, int64[nnz] columns, ascending)."""
+    order = np.lexsort((cols, rows))
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
+    return ptr, np.ascontiguousarray(cols[order], dtype=np.int64)
+
+
+def build_tables(
+    geometry: PreDecoderGeometry,
+    model: QuantizedModel,
+    *,
+    threshold: float = 0.0,
+    stream_id: int = 0,
+) -> StreamTables:
+    """Flatten ``model`` and ``geometry``'s footprints into the streaming kernel's tables.
+
+    ``threshold`` is ``PreDecoder``'s: apply a correction where its logit exceeds
+    ``floor(threshold * 2**(weight_bits + act_bits))``. ``stream_id``: the one
+    stream the kernel takes packets from.
+    """
+    t_n, d, _ = geometry.shape
+    plane = d * d
+    vol = t_n * plane
+    n_out = 4 * vol
+    n_det = geometry.num_detectors
+    # Every unit output's footprint, through the very function the CPU path uses
+    # (footprint is linear mod 2, so XOR-ing these rows reproduces it exactly);
+    # kept sparse, as (output, detector) and (output, observable) pairs.
+    pairs, obs_pairs = [], []
+    for lo in range(0, n_out, 512):
+        hi = min(n_out, lo + 512)
+        e = np.zeros((hi - lo, n_out), dtype=np.uint8)
+        e[np.arange(hi - lo), np.arange(lo, hi)] = 1
+        flips, obs = geometry.footprint(e.reshape(hi - lo, 4, t_n, d, d))
+        r, c = np.nonzero(flips)
+        pairs.append((r + lo, c))
+        r, c = np.nonzero(obs)
+        obs_pairs.append((r + lo, c))
+    n_obs = obs.shape[1]
+    if n_obs > MAX_OBS:
+        raise ValueError(f"the kernel carries at most {MAX_OBS} observables; got {n_obs}")
+    layout = geometry.layout
+    round_off = np.ascontiguousarray(layout.round_offsets, dtype=np.int64)
+    det_time = np.asarray(layout.time, dtype=np.int64)
+    if round_off.shape != (t_n + 1,) or not (
+        det_time == np.repeat(np.arange(t_n), np.diff(round_off))
+    ).all():
+        raise ValueError("detectors must come in time order, one contiguous range per round")
+    out_idx, det = (np.concatenate(a) for a in zip(*pairs, strict=True))
+    det_ptr, det_src = _csr(det, out_idx, n_det)
+    src_t = (det_src // plane) % t_n
+    own_t = np.repeat(det_time, np.diff(det_ptr))
+    if ((src_t != own_t) & (src_t != own_t - 1)).any():
+        raise ValueError("a detector is flipped by an output outside its own or the previous slice")
+    out_idx, o = (np.concatenate(a) for a in zip(*obs_pairs, strict=True))
+    obs_ptr, obs_src = _csr(o * t_n + (out_idx // plane) % t_n, out_idx, n_obs * t_n)
+    det_kc = np.ascontiguousarray(
+        np.asarray(layout.kind, dtype=np.int64) * plane
+        + np.asarray(layout.row, dtype=np.int64) * d
+        + np.asarray(layout.col, dtype=np.int64)
+    )
+    mask_act = np.zeros((4, vol), dtype=np.int64)
+    mask_act[2:] = geometry.input_mask.reshape(2, vol).astype(np.int64) << model.act_bits
+    layers, ws, bs = [], [], []
+    w_off = b_off = a_off = lag = 0
+    for w, b in zip(model.weights, model.biases, strict=True):
+        c_out, c_in, k = w.shape[:3]
+        lag += k // 2
+        ring = 2 * (k // 2) + 1
+        layers.append((c_in, c_out, k, w_off, b_off, a_off, ring, lag))
+        ws.append(w.astype(np.int64).ravel())
+        bs.append(b.astype(np.int64))
+        w_off, b_off, a_off = w_off + w.size, b_off + b.size, a_off + c_in * ring * plane
+    n_bits = np.ascontiguousarray(np.diff(round_off))
+    max_packet = 40 + (int(n_bits.max()) + 7) // 8 + 4
+    if max_packet > MAX_PACKET:
+        raise ValueError(
+            f"a round of {int(n_bits.max())} detectors needs {max_packet}-byte packets; "
+            f"the kernel stages at most {MAX_PACKET} bytes (use a smaller distance)"
+        )
+    crc_tab, crc_zero = crc_tables(max_packet)
+    cut = int(np.floor(threshold * 2 ** (model.weight_bits + model.act_bits)))
+    dims = (t_n, d, model.act_bits, model.weight_bits, cut, len(layers), stream_id, lag)
+    return StreamTables(
+        dims=np.array(dims, dtype=np.int64),
+        layers=np.array(layers, dtype=np.int64).reshape(-1, L_LEN),
+        wflat=np.ascontiguousarray(np.concatenate(ws)),
+        bflat=np.ascontiguousarray(np.concatenate(bs)),
+        round_off=round_off,
+        n_bits=n_bits,
+        det_kc=det_kc,
+        mask_act=np.ascontiguousarray(mask_act.ravel()),
+        out_valid=np.ascontiguousarray(geometry.output_mask.ravel().astype(np.uint8)),
+        det_ptr=det_ptr,
+        det_src=det_src,
+        obs_ptr=obs_ptr,
+        obs_src=obs_src,
+        crc_tab=crc_tab,
+        crc_zero=crc_zero,
+        act_len=max(a_off, 1),
+        max_packet=max_packet,
+    )
