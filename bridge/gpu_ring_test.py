@@ -63,6 +63,7 @@ def test_host_side_protocol(sim_run: dict[str, Any]) -> None:
     assert p["popped_unpublished"] == 0
     assert p["popped"] == 1 and p["pop_payload_ok"] and p["out_done"] == 1
     assert p["stale_flag_popped"] == 0  # a flag from another lap is not this window's
+    assert p["counter_words"] == [5, 6, 7, 0]
     assert p["too_long_payload"] == "ValueError"
 
 
@@ -95,6 +96,7 @@ def test_echo_kernel_on_a_gpu() -> None:
 def _protocol() -> dict[str, Any]:
     import numpy as np
 
+    from qhil.bridge import _gpu_ring as g
     from qhil.bridge._gpu_ring import W_IN_DONE, MappedRingSpec, MappedSlotRing
 
     ring = MappedSlotRing(MappedRingSpec(n_slots=4, in_width=8, out_width=8, n_obs=1))
@@ -110,15 +112,19 @@ def _protocol() -> dict[str, Any]:
     out["in_seq0_after"] = int(h["in_seq"][0])
     out["popped_unpublished"] = len(ring.pop()[0])
     # acting as the kernel: result 0 into slot 0, then its flag
-    h["out_hdr"][0] = (7, 100, 0, 3)
+    h["out_hdr"][0] = (7, 100, 0, 3, 1, 55, 2, 0)
     h["out_data"][0] = np.arange(8)
     h["out_obs"][0] = 1
     h["out_seq"][0] = 1
     hdr, data, obs = ring.pop()
     out["popped"] = len(hdr)
     out["pop_payload_ok"] = bool(
-        hdr.tolist() == [[7, 100, 0, 3]] and (data[0] == np.arange(8)).all() and obs[0, 0] == 1
+        hdr.tolist() == [[7, 100, 0, 3, 1, 55, 2, 0]]
+        and (data[0] == np.arange(8)).all()
+        and obs[0, 0] == 1
     )
+    h["ctrl"][g.W_COUNTERS : g.W_COUNTERS + 3] = (5, 6, 7)  # acting as the kernel
+    out["counter_words"] = ring.counter_words()[:4].tolist()
     out["out_done"] = ring.word(24)
     h["out_seq"][1] = 1 + 4  # window 4's flag in slot 1 (wrong lap: window 1 is expected)
     out["stale_flag_popped"] = len(ring.pop()[0])
