@@ -22,7 +22,7 @@ each.
 >>> dets = np.array([[1, 0, 1, 1, 0, 0]], dtype=np.uint8)  # one shot, rounds of 2, 3 and 1 bits
 >>> batch = SyndromeRounds.from_detectors(dets, np.array([0, 2, 5, 6]), shot_ids=[7])
 >>> batch.num_packets, batch.payloads[0, :, 0].tolist()
-(3, [1, 6, 0])
+(3, [1, 3, 0])
 """
 
 from __future__ import annotations
