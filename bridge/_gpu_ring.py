@@ -374,8 +374,8 @@ class MappedSlotRing:
     def pop(self, max_n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Copy out the published results (at most ``max_n``, default n_slots).
 
-        Returns (int64[k, HEADER_WORDS] headers, uint8[k, out_width] payloads, uint8[k, n_obs]), fresh
-        C-contiguous arrays.
+        Returns (int64[k, HEADER_WORDS] headers, uint8[k, out_width] payloads,
+        uint8[k, n_obs] logical flips), fresh C-contiguous arrays.
         """
         m = self.spec.n_slots if max_n is None else max_n
         hdr = np.empty((m, HEADER_WORDS), dtype=np.int64)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 from numba import njit
@@ -72,7 +71,9 @@ class SyndromeRounds:
         if not (isinstance(p, np.ndarray) and p.dtype == np.uint8 and p.ndim == 3):
             raise ValueError("payloads must be uint8[shots, T, P]; build it with from_detectors")
         if not (isinstance(nb, np.ndarray) and nb.dtype == np.int64 and nb.shape == p.shape[1:2]):
-            raise ValueError(f"n_bits must be int64[T={p.shape[1]}]; got {getattr(nb, 'shape', nb)}")
+            raise ValueError(
+                f"n_bits must be int64[T={p.shape[1]}]; got {getattr(nb, 'shape', nb)}"
+            )
         if nb.size and (nb.min() < 0 or nb.max() >= 2**16 or (nb.max() + 7) // 8 > p.shape[2]):
             raise ValueError(f"n_bits must lie in 0..65535 and fit P={p.shape[2]} payload bytes")
         if not (isinstance(ids, np.ndarray) and ids.dtype == np.int64 and ids.shape == p.shape[:1]):
@@ -188,7 +189,7 @@ class GpuPacketSender:
         self._reserved = -1
         self._open = True
 
-    def _args(self) -> tuple[Any, ...]:
+    def _args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self._open:
             raise TransportClosed("this GpuPacketSender is closed; get a new one from its owner")
         h = self._ring._host
@@ -212,7 +213,7 @@ class GpuPacketSender:
 
     def commit(self, length: int) -> None:
         """Publish the slot from :meth:`reserve`, holding ``length`` bytes."""
-        ctrl, in_seq, in_hdr, _, local = self._args()
+        _, in_seq, in_hdr, _, local = self._args()
         if self._reserved < 0:
             raise RuntimeError("commit() needs a successful reserve() first (it returned None?)")
         if not 0 <= length <= self.max_packet:
@@ -249,10 +250,9 @@ class GpuPacketSender:
                 f"{self.max_packet}; build the ring for this circuit's rounds"
             )
         self._reserved = -1
-        return int(
-            _send_rounds(*self._args(), batch.payloads, batch.n_bits, batch.shot_ids,
-                         batch.stream_id, batch.first_seq, start, batch.num_packets)
-        )  # fmt: skip
+        b = batch
+        args = (b.payloads, b.n_bits, b.shot_ids, b.stream_id, b.first_seq, start, b.num_packets)
+        return int(_send_rounds(*self._args(), *args))
 
     def send_rounds(self, batch: SyndromeRounds, *, timeout_s: float, start: int = 0) -> int:
         """Like :meth:`try_send_rounds`, but wait for room whenever the ring is full,

@@ -79,10 +79,10 @@ def crc_tables(max_len: int) -> tuple[np.ndarray, np.ndarray]:
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
         byte[i] = c
     tab = np.empty((max_len, 256), dtype=np.uint32)
-    c = byte.copy()  # one byte b into a zero register: byte[b]
+    reg = byte.copy()  # one byte b into a zero register: byte[b]
     for j in range(max_len):
-        tab[j] = c
-        c = byte[c & 0xFF] ^ (c >> np.uint32(8))  # one more zero byte
+        tab[j] = reg
+        reg = byte[reg & 0xFF] ^ (reg >> np.uint32(8))  # one more zero byte
     zero = np.array([zlib.crc32(bytes(n)) for n in range(max_len + 1)], dtype=np.uint32)
     return tab, zero
 
@@ -205,9 +205,10 @@ def build_tables(
     layout = geometry.layout
     round_off = np.ascontiguousarray(layout.round_offsets, dtype=np.int64)
     det_time = np.asarray(layout.time, dtype=np.int64)
-    if round_off.shape != (t_n + 1,) or not (
-        det_time == np.repeat(np.arange(t_n), np.diff(round_off))
-    ).all():
+    if (
+        round_off.shape != (t_n + 1,)
+        or not (det_time == np.repeat(np.arange(t_n), np.diff(round_off))).all()
+    ):
         raise ValueError("detectors must come in time order, one contiguous range per round")
     out_idx, det = (np.concatenate(a) for a in zip(*pairs, strict=True))
     det_ptr, det_src = _csr(det, out_idx, n_det)

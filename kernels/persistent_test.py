@@ -159,7 +159,8 @@ def test_tables_follow_the_geometry_footprints_slice_by_slice() -> None:
     for n in (0, 1, 5, 44, t.max_packet - 1):  # the parallel CRC's tables are zlib's CRC
         msg = rng.integers(0, 256, n, dtype=np.uint8)
         terms = t.crc_tab[n - 1 - np.arange(n), msg]
-        assert int(t.crc_zero[n] ^ np.bitwise_xor.reduce(terms, initial=0)) == zlib.crc32(msg)
+        crc = int(t.crc_zero[n] ^ np.bitwise_xor.reduce(terms, initial=0))
+        assert crc == zlib.crc32(msg.tobytes())
 
 
 def test_streaming_kernel_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
@@ -282,7 +283,9 @@ def _packets(geometry: Any, dets: Any) -> Any:
             n_bits: int | None = None, t_fpga: int | None = None) -> np.ndarray:  # fmt: skip
         bits = dets[shot % len(dets), off[rnd] : off[rnd + 1]]
         if flags is None:
-            flags = (FLAG_FIRST_ROUND if rnd == 0 else 0) | (FLAG_LAST_ROUND if rnd == t_n - 1 else 0)
+            flags = (FLAG_FIRST_ROUND if rnd == 0 else 0) | (
+                FLAG_LAST_ROUND if rnd == t_n - 1 else 0
+            )
         nb = len(bits) if n_bits is None else n_bits
         payload = np.zeros(64, dtype=np.uint8)
         packed = np.packbits(bits, bitorder="little")
@@ -351,7 +354,8 @@ def _malformed() -> dict[str, Any]:
         "sent": len(seq),
         "counters": rep.counters,
         "results": [[r.shot_id, r.status.name, r.rounds] for r in results],
-        "decoded_equal_reference": bool(decoded) and all(_matches(r, ref, r.shot_id) for r in decoded),
+        "decoded_equal_reference": bool(decoded)
+        and all(_matches(r, ref, r.shot_id) for r in decoded),
         "t_fpga_echoed": last is not None and (last.t_fpga, last.seq) == (777, 22),
         "report": dataclasses.asdict(rep),
     }
