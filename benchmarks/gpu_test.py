@@ -6,7 +6,8 @@ markdown renders from a fabricated results dict (TEST INPUT, never written to do
 in a temporary folder); the echo kernel compiles to PTX for sm_90; the bridge-loopback
 and persistent-kernel sections run end to end in Numba's CUDA simulator (a subprocess,
 ``python benchmarks/gpu_test.py sim``, because ``NUMBA_ENABLE_CUDASIM`` must be set
-before ``numba.cuda`` is imported); and the loop section runs at d=3 with the Numba
+before ``numba.cuda`` is imported), the streaming-latency part of the loop section
+too; and the loop section's ``run_loop`` part runs at d=3 with the Numba
 backend, stopped by its time cap. With a GPU, a ``gpu`` test runs the whole script.
 """
 
@@ -128,7 +129,7 @@ TEST_INPUT: dict[str, Any] = {
                 {
                     "rounds": 13,
                     "decoder": "predecoder",
-                    "backend": "cuda",
+                    "backend": "cuda-persistent",
                     "shots_planned": 2000,
                     "shots_decoded": 1999,
                     "stopped_at_cap": True,
@@ -164,6 +165,20 @@ TEST_INPUT: dict[str, Any] = {
             ],
             "predecoder_over_pymatching": [
                 {"rounds": 13, "p50_ratio": 1.0, "p99_ratio": None, "p999_ratio": 2.0}
+            ],
+            "streaming": [
+                {
+                    "rounds": 13,
+                    "shots_planned": 2000,
+                    "shots_decoded": 1500,
+                    "reaction_us": _P,
+                    "kernel_tail_us": _P,
+                    "pymatching_us": _P,
+                    "achieved_round_interval_us": _P,
+                    "ler": 0.0,
+                    "incomplete": 0,
+                },
+                {"rounds": 104, "shots_planned": 300, "skipped": "section cap reached"},
             ],
             "wall_s": 3.0,
             "cap_s": 90.0,
@@ -211,7 +226,9 @@ def test_markdown_renders_the_test_input(gpu: ModuleType) -> None:
     assert "| cuda | fused | 256 | 5 | 1.50 / 3.00 | 0.100 | 1.50 / 3.00 | 0.050 |" in md
     assert "TEST INPUT error" in md
     assert "**Failed** after 2.0 s: `TEST INPUT: injected failure`" in md
-    assert "| 13 | predecoder (cuda) | 1,999 / 2,000 | 1.5 / 3.0 / 3.5 / 4.0 |" in md
+    assert "| 13 | predecoder (cuda-persistent) | 1,999 / 2,000 | 1.5 / 3.0 / 3.5 / 4.0 |" in md
+    assert "| 13 | 1,500 / 2,000 | 1.5 / 3.0 / 3.5 / 4.0 | 1.5 / 3.0 | 1.5 | 1.50 |" in md
+    assert "| 104 | - / 300 | section cap reached |" in md
     assert "failed: `TEST INPUT boom`" in md and "section cap reached" in md
     assert "= 1.00 (p50), - (p99), 2.00 (p99.9)" in md
 
@@ -318,11 +335,27 @@ def test_sustained_section_in_the_simulator(sim_run: dict[str, Any]) -> None:
     c = sim_run["sustained"]
     assert c["ok"], c
     assert c["checked_against_cpu"]["mismatches"] == [] and c["checked_against_cpu"]["shots"] == 4
-    assert c["results"] == c["submitted"] > 0 and c["backlog_bounded"]
-    assert c["max_in_flight"] <= 2 * c["n_slots"]
-    assert c["rounds_per_s"] == pytest.approx(c["results_per_s"] * 3)  # rounds + 1 per shot
+    assert c["results"] == c["submitted"] > 0 and c["backlog_bounded"] and c["incomplete"] == 0
+    assert c["packets_taken"] == 3 * c["submitted"]  # one packet per round, rounds + 1 rounds
+    assert c["max_packets_queued"] <= c["n_slots"]
+    assert c["rounds_per_s"] == pytest.approx(c["results_per_s"] * 3)
     assert c["stop"]["exited"] and c["stop"]["error"] is None
-    assert c["single_shot_latency_us"]["n"] > 0
+    k = c["stop"]["counters"]
+    assert k["packets"] == k["rounds_accepted"] == c["stop"]["submitted"]
+    assert c["single_shot_latency_us"]["n"] > 0 and c["single_shot_tail_us"]["n"] > 0
+
+
+def test_streaming_latency_in_the_simulator(sim_run: dict[str, Any]) -> None:
+    rows = sim_run["streaming"]
+    assert [r["rounds"] for r in rows] == [1, 4]
+    for r in rows:
+        assert "skipped" not in r, r
+        assert r["shots_decoded"] == r["shots_planned"] and r["incomplete"] == 0
+        assert r["reaction_us"]["n"] == r["shots_planned"] - 3  # three warm-up shots
+        assert r["kernel_exited"]
+        k = r["counters"]
+        assert k["packets"] == k["rounds_accepted"] == r["shots_planned"] * (r["rounds"] + 1)
+        assert k["shots_decoded"] == r["shots_planned"]
 
 
 def test_real_section_shapes_render(sim_run: dict[str, Any]) -> None:
@@ -359,7 +392,12 @@ def _sim_scenario() -> dict[str, Any]:
     model = QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1)
     out["sustained"] = g._run_section(
         g.bench_sustained, 30.0, distance=3, rounds=2, p=0.05, sustain_s=0.5, model=model,
-        n_slots=4, pool=16, latency_shots=2, check=4, watchdog_s=10.0, cpu_backend="numpy",
+        n_slots=4, pool=16, latency_shots=2, batch_shots=3, check=4, watchdog_s=10.0,
+        cpu_backend="numpy",
+    )  # fmt: skip
+    out["streaming"] = g.bench_streaming(
+        deadline=time.monotonic() + 60.0, distance=3, p=0.05, rounds_list=(1, 4),
+        shots={1: 5, 4: 4}, round_period_s=1e-4, n_slots=4, model=model, watchdog_s=10.0,
     )  # fmt: skip
     try:
         results = {**TEST_INPUT, "complete": True, "left_running": []}

@@ -236,13 +236,17 @@ class GpuPacketSender:
         self._reserved = -1  # the head moved: a pending reservation is void
         return True
 
-    def try_send_rounds(self, batch: SyndromeRounds, start: int = 0) -> int:
-        """Encode and publish ``batch``'s packets from ``start`` while there is room.
+    def try_send_rounds(
+        self, batch: SyndromeRounds, start: int = 0, stop: int | None = None
+    ) -> int:
+        """Encode and publish ``batch``'s packets ``start..stop-1`` while there is room.
 
-        Returns the index of the next packet to send (``batch.num_packets`` when done).
+        ``stop`` defaults to ``batch.num_packets``. Returns the index of the next
+        packet to send (``stop`` when all were published).
         """
-        if not 0 <= start <= batch.num_packets:
-            raise ValueError(f"start={start} must lie in 0..{batch.num_packets}")
+        end = batch.num_packets if stop is None else stop
+        if not 0 <= start <= end <= batch.num_packets:
+            raise ValueError(f"need 0 <= start={start} <= stop={end} <= {batch.num_packets}")
         need = 40 + (int(batch.n_bits.max()) + 7) // 8 + 4 if batch.rounds else 0
         if need > self.max_packet:
             raise ValueError(
@@ -251,7 +255,7 @@ class GpuPacketSender:
             )
         self._reserved = -1
         b = batch
-        args = (b.payloads, b.n_bits, b.shot_ids, b.stream_id, b.first_seq, start, b.num_packets)
+        args = (b.payloads, b.n_bits, b.shot_ids, b.stream_id, b.first_seq, start, end)
         return int(_send_rounds(*self._args(), *args))
 
     def send_rounds(self, batch: SyndromeRounds, *, timeout_s: float, start: int = 0) -> int:

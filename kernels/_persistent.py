@@ -323,13 +323,15 @@ class PersistentPreDecoder:
         self._shots += d.shape[0]
         return batch
 
-    def push(self, batch: SyndromeRounds, start: int = 0) -> int:
-        """Publish ``batch``'s packets from ``start`` while there is room; never blocks.
+    def push(self, batch: SyndromeRounds, start: int = 0, stop: int | None = None) -> int:
+        """Publish ``batch``'s packets ``start..stop-1`` while there is room; never blocks.
 
-        Returns the next packet index (``batch.num_packets`` when all are sent).
+        Returns the next packet index (``stop``, default ``batch.num_packets``, when
+        all were sent). One packet per call (``stop = start + 1``) is how a paced
+        front end emulator sends one round at a time.
         """
         self._check()
-        return self.sender.try_send_rounds(batch, start)
+        return self.sender.try_send_rounds(batch, start, stop)
 
     def submit(self, first_shot_id: int, dets: np.ndarray, *, timeout_s: float = 10.0) -> None:
         """Send shots as per-round packets, waiting for room in the input ring.
