@@ -365,8 +365,9 @@ def streaming_kernel(
                     for o in range(MAX_OBS):
                         obs_acc[o] = 0
                     cur_shot, cur_next, cur_rounds = p_shot, np.int64(0), np.int64(0)
-                else:
+                else:  # taken, but its shot never opened: counted, as every packet is
                     cnt[C_SHUTDOWN_DROPPED] += 1
+                    cnt[C_PACKETS] += 1
             cuda.syncthreads()
             if sh[S_GO] < 0:
                 break
@@ -377,7 +378,9 @@ def streaming_kernel(
             for j in range(tid, 4 * plane, nth):  # slice t of the input: masks, no events
                 ch = j // plane
                 cell = j - ch * plane
-                act[aoff0 + (ch * ring0 + ts) * plane + cell] = mask_act[(ch * t_n + t) * plane + cell]
+                act[aoff0 + (ch * ring0 + ts) * plane + cell] = mask_act[
+                    (ch * t_n + t) * plane + cell
+                ]
             cuda.syncthreads()
             base = round_off[t]
             for b in range(tid, n_bits[t], nth):  # LSB-first payload after the 40-byte header

@@ -25,14 +25,15 @@ import pytest
 
 _MODULE = "qhil.kernels.persistent_test"
 
-# (distance, rounds, basis, model widths, kernel size, shots): rounds=1; a kernel of 5;
-# rounds > 2 x the receptive field (5); d=5 with three layers (lag 3 > T = 3).
+# (distance, rounds, basis, model widths, kernel size, shots, threshold): rounds=1; a kernel
+# of 5; rounds > 2 x the receptive field (5); d=5 with three layers (lag 3 > T = 3); a
+# confidence threshold.
 EXACT_CASES = [
-    (3, 1, "z", (4, 4, 4), 3, 3),
-    (3, 3, "x", (4, 4), 5, 2),
-    (3, 11, "z", (4, 4, 4), 3, 2),
-    (5, 2, "x", (4, 4, 4, 4), 3, 2),
-    (5, 4, "z", (4, 4, 4), 3, 2),
+    (3, 1, "z", (4, 4, 4), 3, 3, 0.0),
+    (3, 3, "x", (4, 4), 5, 2, 0.0),
+    (3, 11, "z", (4, 4, 4), 3, 2, 0.0),
+    (5, 2, "x", (4, 4, 4, 4), 3, 2, 0.0),
+    (5, 4, "z", (4, 4, 4), 3, 2, 0.5),
 ]
 
 
@@ -108,6 +109,11 @@ def test_shutdown_while_waiting_mid_shot(sim_run: dict[str, Any]) -> None:
     assert not s["launcher_alive"]
     assert s["open_shot"] == [1, "INCOMPLETE", 2]  # emitted on shutdown: nothing lost
     assert s["report"]["counters"]["shots_incomplete"] == 1
+    w = s["output_wait"]  # shutdown while waiting for a free output slot
+    assert w["report"]["exited"] and w["report"]["error"] is None
+    k = w["report"]["counters"]
+    assert k["packets"] == 7 and k["rounds_accepted"] == 6 and k["dropped_at_shutdown"] == 1
+    assert w["records"] == [0, 1]
     idle = sim_run["idle"]
     assert idle["report"]["exited"] and idle["report"]["heartbeat"] > 0  # beats while polling
     assert idle["report"]["submitted"] == idle["report"]["returned"] == 0
@@ -198,7 +204,7 @@ def test_streaming_kernel_on_a_gpu() -> None:
 
 
 def _setup(distance: int, rounds: int, basis: str, widths: tuple[int, ...], kernel: int,
-           shots: int) -> tuple[Any, ...]:  # fmt: skip
+           shots: int, threshold: float = 0.0) -> tuple[Any, ...]:  # fmt: skip
     import stim
 
     from qhil.kernels._geometry import PreDecoderGeometry
@@ -216,7 +222,7 @@ def _setup(distance: int, rounds: int, basis: str, widths: tuple[int, ...], kern
     dets = circuit.compile_detector_sampler(seed=3).sample(shots)
     dets[0] = False  # a quiet shot and a saturated one among the random ones
     dets[1] = True
-    ref = PreDecoder(geometry, model, "numpy").predecode(dets)  # reference_logits inside
+    ref = PreDecoder(geometry, model, "numpy", threshold=threshold).predecode(dets)
     return geometry, model, np.asarray(dets), ref
 
 
@@ -245,8 +251,9 @@ def _exact(case: tuple[Any, ...]) -> dict[str, Any]:
 
     from qhil.kernels._persistent import PersistentPreDecoder
 
-    geometry, model, dets, ref = _setup(*case)
-    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0)
+    geometry, model, dets, ref = _setup(*case)  # the reference: reference_logits inside
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0,
+                                    threshold=case[-1])  # fmt: skip
     shots = len(dets)
     producer = threading.Thread(target=pd.submit, args=(1000, dets), kwargs={"timeout_s": 60.0})
     producer.start()  # a host thread producing per-round packets while this one polls
@@ -374,7 +381,7 @@ def _mid_shot() -> dict[str, Any]:
     got = _collect(pd, 1, 60.0, until=lambda: pd.counters()["packets"] == 5)
     rep = pd.stop(timeout_s=10.0)  # the kernel is waiting for shot 1's last round
     rest = pd.ring.pop()[0]  # poll() would raise "stopped" once drained; read the ring
-    return {
+    out = {
         "first_shot_decoded": len(got) == 1 and got[0].decoded and _matches(got[0], ref, 0),
         "report": dataclasses.asdict(rep),
         "launcher_alive": pd._launcher is not None and pd._launcher.is_alive(),
@@ -382,6 +389,19 @@ def _mid_shot() -> dict[str, Any]:
         if len(rest) == 1
         else None,
     }
+    # Two output slots, never polled: shot 2's round 0 waits for one; shutdown ends the wait.
+    pd = PersistentPreDecoder.start(geometry, model, n_slots=2, watchdog_s=20.0)
+    for i in range(7):
+        assert pd.sender.send(pkt(i // 3, i % 3, i), timeout_s=30.0)
+    t0 = time.monotonic()
+    while pd.ring.in_done < 7 and time.monotonic() - t0 < 30:
+        time.sleep(2e-3)
+    rep = pd.stop(timeout_s=10.0)
+    out["output_wait"] = {
+        "report": dataclasses.asdict(rep),
+        "records": [int(h[1]) for h in pd.ring.pop()[0]],
+    }
+    return out
 
 
 def _idle() -> dict[str, Any]:
