@@ -50,13 +50,15 @@ are free again.
   iteration and bumping the heartbeat every ``HEARTBEAT_EVERY`` polls; when the
   flag reads ``n + 1`` it executes ``cuda.threadfence_system()`` and the block
   synchronizes; then every thread copies its share of the payload to device
-  memory, fences, synchronizes, and thread 0 publishes ``ctrl[W_IN_DONE] = n+1``.
-- Kernel producer: thread 0 waits for ``ctrl[W_OUT_DONE] > n - n_slots``; every
-  thread writes its share of the result, then ``cuda.threadfence_system()``;
-  ``syncthreads()``; thread 0 stores ``out_seq[slot] = n + 1`` (release, system
-  scope).
-- Host consumer (``_consume``): ``load_acquire(out_seq[slot]) == n + 1``, copy
-  the result, ``store_release(ctrl[W_OUT_DONE], n + 1)``.
+  (or shared) memory, fences, synchronizes, and thread 0 publishes
+  ``ctrl[W_IN_DONE] = n+1``.
+- Kernel producer: thread 0 waits for ``ctrl[W_OUT_DONE] > m - n_slots`` for its
+  output record ``m`` (the streaming kernel emits one per shot, not per window,
+  and claims the slot when the shot opens); every thread writes its share of
+  the result, then ``cuda.threadfence_system()``; ``syncthreads()``; thread 0
+  stores ``out_seq[slot] = m + 1`` (release, system scope).
+- Host consumer (``_consume``): ``load_acquire(out_seq[slot]) == m + 1``, copy
+  the result, ``store_release(ctrl[W_OUT_DONE], m + 1)``.
 
 Fences and loads on real hardware (why each is there)
 -----------------------------------------------------

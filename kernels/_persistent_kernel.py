@@ -10,10 +10,11 @@ and computes. For input packet ``n`` (slot ``n & (n_slots - 1)``):
    checking ``W_SHUTDOWN`` on every poll and bumping the heartbeat every
    ``HEARTBEAT_EVERY`` polls; then ``__threadfence_system()`` so the slot reads
    stay after the flag read.
-2. **Stage** the packet's bytes in shared memory (one byte per thread, all loads
-   in flight at once rather than one PCIe round trip after another), fence,
-   synchronize, and hand the slot back (``W_IN_DONE = n + 1``) before any
-   compute: the producer may refill it while the block works.
+2. **Stage** the slot's bytes in shared memory (one byte per thread, all loads
+   in flight at once, the length word ``H_AUX`` read alongside them, rather
+   than one PCIe round trip after another), fence, synchronize, and hand the
+   slot back (``W_IN_DONE = n + 1``) before any compute: the producer may
+   refill it while the block works.
 3. **Validate** as ``qhil.bridge.parse_syndrome`` does: length, magic, version,
    ``n_bits`` against the length, then the CRC-32, computed in parallel from
    position tables (``crc_tables``: every byte's term looked up by its own
@@ -218,22 +219,23 @@ def streaming_kernel(
                             beat += 1
                             flag_store(ctrl, W_HEARTBEAT, beat)
             cuda.threadfence_system()  # the slot reads below stay after the flag read
-            ln = np.int64(0)
-            reason = 0
-            if status > 0:
-                ln = in_hdr[slot, H_AUX]
-                if ln < 0 or ln > width:
-                    ln, reason = np.int64(0), _BAD_LENGTH  # a producer bug; never trusted
-            sh[S_GO], sh[S_LEN], sh[S_REASON] = status, ln, reason
+            sh[S_GO] = status
         cuda.syncthreads()
         if sh[S_GO] < 0:
             break
-        # 2. stage the bytes in shared memory, then hand the slot back to the producer
-        ln = sh[S_LEN]
-        for i in range(tid, ln, nth):
+        # 2. stage the whole slot in shared memory (its length, H_AUX, is read alongside:
+        # one PCIe round trip, not two), then hand the slot back to the producer
+        if tid == 0:
+            ln = in_hdr[slot, H_AUX]
+            reason = 0
+            if ln < 0 or ln > width:
+                ln, reason = np.int64(0), _BAD_LENGTH  # a producer bug; never trusted
+            sh[S_LEN], sh[S_REASON] = ln, reason
+        for i in range(tid, width, nth):
             pkt[i] = in_data[slot, i]
         cuda.threadfence_system()  # this thread's slot reads are complete
         cuda.syncthreads()
+        ln = sh[S_LEN]
         # 3. frame checks (thread 0), then the CRC by the whole block
         if tid == 0:
             flag_store(ctrl, W_IN_DONE, n + 1)
