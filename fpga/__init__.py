@@ -7,7 +7,8 @@ A software cycle model now; RTL and a PYNQ driver will share its register map.
 - ``DetectorProgram``: the detection-event unit's per-round XOR programs.
 - ``REGISTERS`` / ``RegisterFile``: the register map, and its off-board twin.
 - ``FrontEnd``: one driver interface to the ``qhil_frontend`` IP, on a PYNQ
-  board or on its software twin (``FrontEnd.open(circuit, target="auto")``).
+  board or on its software twin (``FrontEnd.open(circuit, target="auto")``);
+  ``relay`` passes its packets across a bridge to a decoder service.
 - ``FrontEndResult`` and ``Fate``: what became of every emitted round.
 """
 
@@ -25,6 +26,7 @@ from qhil.fpga._driver import (
     ReplayBuffer,
     which_frontend,
 )
+from qhil.fpga._driver_relay import RelayStats, relay
 from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
 
@@ -44,7 +46,9 @@ __all__ = [
     "PacingStats",
     "Register",
     "RegisterFile",
+    "RelayStats",
     "ReplayBuffer",
     "find_board",
+    "relay",
     "which_frontend",
 ]

@@ -52,7 +52,7 @@ from qhil.bridge import syndrome_size
 from qhil.fpga._board import find_board
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_model import FrontEndTwin
+from qhil.fpga._driver_model import HEADER_END_OF_STREAM, HEADER_LAST_ROUND, FrontEndTwin
 from qhil.fpga._driver_program import ProgramManifest, manifest_path
 from qhil.fpga._driver_regs import RegisterBlock, frontend_registers
 from qhil.fpga._regmap import CTRL_BITS, REGISTERS, STATUS_BITS
@@ -103,19 +103,25 @@ class _Backend(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ReplayBuffer:
-    """Measurement records laid out for the measurement stream, one row per round.
+    """Measurement records laid out for the measurement-replay DMA, one row per round.
 
     Attributes:
-        beats: uint64[shots * num_rounds, beats_per_round], C-contiguous. Row
-            ``s * num_rounds + t`` is round ``t`` of shot ``s``. Bit ``j`` of the
-            round's measurements (stim's measurement order) is bit ``j % 64`` of
-            ``beats[row, j // 64]``: LSB-first, little-endian, so byte ``k`` of
-            the transfer holds bits ``8k .. 8k+7``, as ``s_axis_meas_tdata``
-            carries them. Unused bits are 0. On a board this is a
-            ``pynq.allocate`` buffer (physically contiguous, DMA-able); off it,
-            a NumPy array.
-        round_nbytes: bytes sent for round ``t``: ``8 * ceil(n_meas[t] / 64)``,
-            one DMA transfer each (the DMA marks the last beat ``tlast``).
+        beats: uint64[shots * num_rounds, 1 + meas_beats], C-contiguous. Row
+            ``s * num_rounds + t`` is round ``t`` of shot ``s``, sent as one DMA
+            transfer (the DMA marks its last beat ``tlast``):
+
+            - ``beats[row, 0]``, the header beat that ``qhil_replay_adapter``
+              turns into ``s_axis_meas_tuser``: bit 0 LAST_ROUND (set on each
+              shot's last round), bit 1 END_OF_STREAM (never set here; see
+              ``FrontEnd.send_end_of_stream``), other bits 0.
+            - ``beats[row, 1:]``, the round's measurements: result ``j`` (stim's
+              order within the round) is bit ``j % 64`` of ``beats[row, 1 + j // 64]``,
+              LSB-first and little-endian, as ``s_axis_meas_tdata`` carries
+              them. Unused bits are 0.
+
+            On a board this is a ``pynq.allocate`` buffer (physically
+            contiguous, DMA-able); off it, a NumPy array.
+        round_nbytes: bytes sent for round ``t``: ``8 * (1 + ceil(n_meas[t] / 64))``.
         shots: shots held.
     """
 
@@ -131,7 +137,7 @@ class ReplayBuffer:
                 f"beats must be uint64[{rows}, beats_per_round] C-contiguous; got {b.dtype} "
                 f"{b.shape}; build it with FrontEnd.replay_buffer(measurements)"
             )
-        if any(n % 8 or n > 8 * b.shape[1] for n in self.round_nbytes):
+        if any(n % 8 or not 16 <= n <= 8 * b.shape[1] for n in self.round_nbytes):
             raise ValueError(f"round_nbytes {self.round_nbytes} must be whole beats within a row")
 
     @property
@@ -225,6 +231,7 @@ class FrontEnd:
         self.num_observables = num_observables
         self.timeout_s = timeout_s
         self.regs: RegisterBlock = frontend_registers(backend)
+        self._eos: np.ndarray | None = None  # uint64[2]: the end-of-stream transfer
         # Every packet of this circuit fits; so does an end-of-stream packet (n_bits = 0).
         self.max_packet = syndrome_size(max(program.bits_per_round))
         ident, version = self.regs["ID"], self.regs["VERSION"]
@@ -365,17 +372,18 @@ class FrontEnd:
             )
         if sys.byteorder != "little":
             raise RuntimeError("the replay layout assumes a little-endian host (ARM, x86)")
-        sizes = np.diff(prog.meas_offsets)
-        bpr = max(1, int(-(-sizes.max() // 64)))
+        meas_beats = [max(1, -(-int(n) // 64)) for n in np.diff(prog.meas_offsets)]
+        width = 1 + max(meas_beats)
         shots, rounds = m.shape[0], prog.num_rounds
-        beats = self._backend.allocate((shots * rounds, bpr), np.uint64)
-        as_bytes = beats.view(np.uint8).reshape(shots, rounds, 8 * bpr)
-        as_bytes[:] = 0
+        beats = self._backend.allocate((shots * rounds, width), np.uint64)
+        beats[:] = 0
+        beats.reshape(shots, rounds, width)[:, -1, 0] = HEADER_LAST_ROUND
+        as_bytes = beats.view(np.uint8).reshape(shots, rounds, 8 * width)
         for t in range(rounds):
             lo, hi = int(prog.meas_offsets[t]), int(prog.meas_offsets[t + 1])
             packed = np.packbits(m[:, lo:hi].astype(np.bool_), axis=1, bitorder="little")
-            as_bytes[:, t, : packed.shape[1]] = packed
-        nbytes = tuple(8 * max(1, int(-(-int(n) // 64))) for n in sizes)
+            as_bytes[:, t, 8 : 8 + packed.shape[1]] = packed
+        nbytes = tuple(8 * (1 + n) for n in meas_beats)
         return ReplayBuffer(beats=beats, round_nbytes=nbytes, shots=shots)
 
     def send_measurements(
@@ -427,6 +435,22 @@ class FrontEnd:
                     rounds_sent=i,
                 )
         return stop - start_round
+
+    def send_end_of_stream(self, *, timeout_s: float | None = None) -> None:
+        """Ask the IP for its end-of-stream packet (after every round before it): a
+        replay transfer whose header beat has END_OF_STREAM set. The decoder
+        service answers it, which sets STATUS.DONE."""
+        if not self.status()["RUNNING"]:
+            raise RuntimeError("the front end is stopped (CTRL.ENABLE = 0); call start() first")
+        if self._eos is None:
+            self._eos = self._backend.allocate((2,), np.uint64)
+            self._eos[:] = (HEADER_END_OF_STREAM, 0)
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        if not self._backend.send_round(self._eos, 0, 16, wait):
+            raise FrontEndTimeout(
+                f"the end-of-stream request was not taken within {wait} s; the IP holds it "
+                "while its syndrome output is full: read syndromes with recv_syndromes()"
+            )
 
     def recv_syndromes(
         self, out: np.ndarray, lengths: np.ndarray, *, timeout_s: float | None = None

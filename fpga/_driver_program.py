@@ -145,7 +145,8 @@ def prepare_build(
     """Write a Vivado build's inputs for ``circuit`` into ``out_dir``; return their paths.
 
     ``qhil_detprog.hex`` (the ROM), ``qhil_params.tcl`` (``qhil_params``, a TCL
-    dict of the RTL parameters, and ``qhil_rom_file``, the ROM's absolute path)
+    dict of ``qhil_frontend``'s parameters: the ROM sizes and NUM_OBS; and
+    ``qhil_rom_file``, the ROM's absolute path)
     and ``qhil_program.json`` (the manifest).
     """
     out = Path(out_dir)
@@ -155,7 +156,8 @@ def prepare_build(
     sizes = {k.lower(): v for k, v in manifest.parameters.items()}
     write_rom(DetectorProgram.from_circuit(circuit), rom, **sizes)
     params = out / "qhil_params.tcl"
-    pairs = " ".join(f"{k} {v}" for k, v in manifest.parameters.items())
+    rtl = {**manifest.parameters, "NUM_OBS": manifest.num_observables}
+    pairs = " ".join(f"{k} {v}" for k, v in rtl.items())
     params.write_text(
         "# Written by `python -m qhil.fpga._driver_program`; sourced by fpga/vivado/build.tcl.\n"
         f"set qhil_params [dict create {pairs}]\n"

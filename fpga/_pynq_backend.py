@@ -22,16 +22,20 @@ the cache around each transfer.
 
 Waits poll the channel's ``idle`` flag up to a deadline; PYNQ's own
 ``wait()`` has no timeout and is only called once the channel is idle, to
-finish the transfer (it reads the received length). A send counts as taken
+finish the transfer (it reads the received length). While it waits for
+anything, the backend collects finished syndrome transfers into a host-side
+queue and re-arms the S2MM at once, so the IP's output does not stall while
+Python is busy sending (the twin's ``fifo_packets`` plays that queue's part).
+A send counts as taken
 once its transfer has started, and the next send on that channel first
 waits for it to finish, so a timeout never leaves a round half-sent and
 ``rounds_sent`` stays exact; keep a replay buffer unchanged while it is
-sent. A receive left armed by a timeout stays armed and is collected by the
-next call.
+sent.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib
 import time
 from pathlib import Path
@@ -46,15 +50,7 @@ __all__ = ["CORRECTION_BYTES", "LINK_DMA", "REPLAY_DMA", "PynqBackend"]
 LINK_DMA = "axi_dma_link"
 REPLAY_DMA = "axi_dma_replay"
 CORRECTION_BYTES = 4096  # the largest correction packet the driver sends (any wire-v1 size fits)
-
-
-def _wait_idle(channel: Any, timeout_s: float) -> bool:
-    """Poll ``channel.idle`` until it is set or ``timeout_s`` passes (0 = look once)."""
-    deadline = time.perf_counter() + timeout_s
-    while not channel.idle:
-        if time.perf_counter() >= deadline:
-            return False
-    return True
+RX_QUEUE = 4096  # syndrome packets held in host memory before the IP is left back-pressured
 
 
 def _ip_type(entry: dict[str, Any]) -> str:
@@ -114,6 +110,7 @@ class PynqBackend:
         # uint8[CORRECTION_BYTES]: one correction packet, copied in before each transfer.
         self._tx_buf = pynq.allocate(shape=(CORRECTION_BYTES,), dtype=np.uint8)
         self._rx_armed = False
+        self._rx_queue: collections.deque[np.ndarray] = collections.deque()
         self._used: set[int] = set()  # ids of the channels that have started a transfer
         self._buffers: list[Any] = [self._rx_buf, self._tx_buf]
 
@@ -169,9 +166,36 @@ class PynqBackend:
         self._buffers.append(buf)
         return buf  # type: ignore[no-any-return]
 
+    def _service_rx(self) -> None:
+        """Collect finished syndrome transfers into the queue and re-arm the S2MM, so
+        the IP's output never waits on Python (until RX_QUEUE packets are unread)."""
+        channel = self.link.recvchannel
+        while True:
+            if self._rx_armed:
+                if not channel.idle:
+                    return
+                channel.wait()  # idle already: finishes the transfer and reads its length
+                self._rx_queue.append(self._rx_buf[: int(channel.transferred)].copy())
+                self._rx_armed = False
+            if len(self._rx_queue) >= RX_QUEUE:
+                return
+            channel.transfer(self._rx_buf)
+            self._rx_armed = True
+            self._used.add(id(channel))
+
+    def _wait_idle(self, channel: Any, timeout_s: float) -> bool:
+        """Poll ``channel.idle`` (servicing the syndrome channel meanwhile) until it is
+        set or ``timeout_s`` passes (0 = look once)."""
+        deadline = time.perf_counter() + timeout_s
+        while not channel.idle:
+            self._service_rx()
+            if time.perf_counter() >= deadline:
+                return False
+        return True
+
     def _ready(self, channel: Any, timeout_s: float) -> bool:
         """True once ``channel`` can take a transfer: unused so far, or its last one done."""
-        return id(channel) not in self._used or _wait_idle(channel, timeout_s)
+        return id(channel) not in self._used or self._wait_idle(channel, timeout_s)
 
     def _start(self, channel: Any, buf: Any, start: int, nbytes: int) -> bool:
         channel.transfer(buf, start=start, nbytes=nbytes)
@@ -199,18 +223,17 @@ class PynqBackend:
         return self._start(channel, self._tx_buf, 0, n)
 
     def recv_packet(self, out: np.ndarray, timeout_s: float) -> int:
-        channel = self.link.recvchannel
-        if not self._rx_armed:
-            channel.transfer(self._rx_buf)
-            self._rx_armed = True
-            self._used.add(id(channel))
-        if not _wait_idle(channel, timeout_s):
-            return 0
-        channel.wait()  # idle already: finishes the transfer and reads its length
-        self._rx_armed = False
-        n = int(channel.transferred)
-        out[:n] = self._rx_buf[:n]
-        return n
+        """Copy the oldest syndrome packet into ``out``; wait up to ``timeout_s`` for one.
+        Returns its length, or 0 if none came."""
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            self._service_rx()
+            if self._rx_queue:
+                packet = self._rx_queue.popleft()
+                out[: packet.shape[0]] = packet
+                return int(packet.shape[0])
+            if time.perf_counter() >= deadline:
+                return 0
 
     def close(self) -> None:
         """Halt the channels this backend used (an armed receive must not write into a
@@ -220,6 +243,7 @@ class PynqBackend:
                 channel.stop()
         self._used.clear()
         self._rx_armed = False
+        self._rx_queue.clear()
         for buf in self._buffers:
             buf.freebuffer()
         self._buffers.clear()

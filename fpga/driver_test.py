@@ -107,7 +107,7 @@ def test_pairs_read_lo_first_and_hi_is_latched_at_the_lo_read(fe: FrontEnd) -> N
     assert (1 << 32 | lo) < fe.regs.read64("CYCLE")
 
 
-def test_clear_counters_pulses_and_keeps_frame_and_position(fe: FrontEnd) -> None:
+def test_clear_counters_starts_a_new_run(fe: FrontEnd) -> None:
     fe.start()
     fe.send_measurements(np.zeros((1, fe.program.meas_offsets[-1]), dtype=bool))
     last = _drain(fe)[-1]
@@ -120,9 +120,9 @@ def test_clear_counters_pulses_and_keeps_frame_and_position(fe: FrontEnd) -> Non
     prefixes = ("CORR_", "SHOTS_", "ROUNDS_", "LAT_", "BUDGET_")
     counters = [r.name for r in REGISTERS if r.access == "ro" and r.name.startswith(prefixes)]
     assert {name: fe.regs[name] for name in counters} == dict.fromkeys(counters, 0)
-    assert fe.logical_frame == 1
+    assert fe.logical_frame == 0 and fe.regs.read64("SHOTS_DECODED") == 0
     fe.send_measurements(np.zeros((1, fe.program.meas_offsets[-1]), dtype=bool))
-    assert [p.shot for p in _drain(fe)] == [1, 1, 1]
+    assert [(p.shot, p.round, p.seq) for p in _drain(fe)] == [(0, 0, 0), (0, 1, 1), (0, 2, 2)]
 
 
 def test_configure_writes_the_config_and_checks_the_clock(fe: FrontEnd) -> None:
@@ -180,9 +180,11 @@ def test_replay_buffer_layout(d: int) -> None:
     prog = fe.program
     sizes = np.diff(prog.meas_offsets)
     assert replay.beats.dtype == np.uint64 and replay.beats.flags.c_contiguous
-    assert replay.beats.shape == (4 * prog.num_rounds, -(-sizes.max() // 64))
-    assert replay.round_nbytes == tuple(8 * -(-int(n) // 64) for n in sizes)
-    bits = np.unpackbits(replay.beats.view(np.uint8), axis=1, bitorder="little")
+    assert replay.beats.shape == (4 * prog.num_rounds, 1 + -(-sizes.max() // 64))
+    assert replay.round_nbytes == tuple(8 * (1 + -(-int(n) // 64)) for n in sizes)
+    headers = replay.beats[:, 0].reshape(4, prog.num_rounds)
+    assert (headers[:, :-1] == 0).all() and (headers[:, -1] == 1).all(), "LAST_ROUND"
+    bits = np.unpackbits(replay.beats[:, 1:].view(np.uint8), axis=1, bitorder="little")
     bits = bits.reshape(4, prog.num_rounds, -1)
     for t in range(prog.num_rounds):
         lo, hi = prog.meas_offsets[t], prog.meas_offsets[t + 1]

@@ -96,7 +96,7 @@ def test_prepare_writes_the_rom_parameters_and_manifest(prep: Path) -> None:
     manifest = ProgramManifest.load(prep / "qhil_program.json")
     manifest.check(_circuit())
     params = (prep / "qhil_params.tcl").read_text()
-    for name, value in manifest.parameters.items():
+    for name, value in {**manifest.parameters, "NUM_OBS": 1}.items():
         assert f"{name} {value}" in params
     rom = prep / "qhil_detprog.hex"
     assert f"set qhil_rom_file {{{rom.resolve().as_posix()}}}" in params
@@ -129,7 +129,8 @@ def test_build_script_references_files_that_exist(dry_run: list[list[str]], prep
     ]
     assert {Path(p).name for p in added} >= {"qhil_regs.v", "qhil_regmap.vh", "qhil_detprog.hex"}
     assert all(Path(p).is_file() for p in added), added
-    assert sorted(Path(p) for p in added if p.endswith(".v")) == sorted(RTL.glob("*.v"))
+    verilog = sorted(Path(p) for p in added if p.endswith(".v"))
+    assert verilog == sorted([*RTL.glob("*.v"), VIVADO / "qhil_replay_adapter.v"])
     copies = {Path(cmd[-1]).name for cmd in dry_run if cmd[:2] == ["file", "copy"]}
     name = "qhil_rfsoc4x2"
     assert copies == {f"{name}.bit", f"{name}.hwh", manifest_path(f"{name}.bit").name}
@@ -145,15 +146,39 @@ def test_block_design_names_match_the_driver(dry_run: list[list[str]]) -> None:
     assert cells["qhil_frontend_0"][1:5] == ["-type", "module", "-reference", "qhil_frontend"]
     for dma in (LINK_DMA, REPLAY_DMA):
         assert "xilinx.com:ip:axi_dma" in cells[dma]
-    width = cells["axis_cor_64to8"]
-    assert "xilinx.com:ip:axis_dwidth_converter" in width
+    assert "xilinx.com:ip:axis_dwidth_converter" in cells["axis_cor_64to8"]
+    assert cells["replay_adapter"][1:5] == ["-type", "module", "-reference", "qhil_replay_adapter"]
+    nets = [cmd[1:] for cmd in dry_run if cmd[0] == "connect_bd_intf_net"]
+    # connect_bd_intf_net's arguments are [get_bd_intf_pins ...] results: "" in a dry run,
+    # so the order of get_bd_intf_pins calls tells the wiring.
+    intf = [cmd[1] for cmd in dry_run if cmd[0] == "get_bd_intf_pins"]
+    pairs = list(zip(intf[::2], intf[1::2], strict=True))
+    assert len(nets) == len(pairs)
+    for a, b in [
+        (f"{REPLAY_DMA}/M_AXIS_MM2S", "replay_adapter/s_axis"),
+        ("replay_adapter/m_axis", "qhil_frontend_0/s_axis_meas"),
+        ("qhil_frontend_0/m_axis_syn", f"{LINK_DMA}/S_AXIS_S2MM"),
+        (f"{LINK_DMA}/M_AXIS_MM2S", "axis_cor_64to8/S_AXIS"),
+        ("axis_cor_64to8/M_AXIS", "qhil_frontend_0/s_axis_cor"),
+        ("axi_ctrl/M00_AXI", "qhil_frontend_0/s_axi"),
+    ]:
+        assert (a, b) in pairs
     pins = _frontend_pins(dry_run)
     assert {"s_axi", "s_axis_meas", "m_axis_syn", "s_axis_cor", "aclk", "aresetn"} <= pins
 
 
-def _frontend_pins(dry_run: list[list[str]]) -> set[str]:
+def _frontend_pins(dry_run: list[list[str]], cell: str = "qhil_frontend_0") -> set[str]:
     words = [w for cmd in dry_run if cmd[0] in ("get_bd_pins", "get_bd_intf_pins") for w in cmd]
-    return {w.split("/", 1)[1] for w in words if w.startswith("qhil_frontend_0/")}
+    return {w.split("/", 1)[1] for w in words if w.startswith(f"{cell}/")}
+
+
+def test_replay_adapter_has_the_pins_the_block_design_uses(dry_run: list[list[str]]) -> None:
+    ports, _ = _rtl_ports_and_parameters(VIVADO / "qhil_replay_adapter.v", "qhil_replay_adapter")
+    pins = _frontend_pins(dry_run, "replay_adapter")
+    assert pins == {"s_axis", "m_axis", "aclk", "aresetn"}
+    for pin in pins:
+        assert pin in ports or any(p.startswith(f"{pin}_") for p in ports), pin
+    assert "m_axis_tuser" in ports
 
 
 def _frontend_parameters(dry_run: list[list[str]]) -> dict[str, str]:
@@ -173,14 +198,17 @@ def test_front_end_parameters_come_from_the_prepared_build(
     assert params == {
         "ROM_FILE": (prep / "qhil_detprog.hex").resolve().as_posix(),
         **{k: str(v) for k, v in manifest.parameters.items()},
+        "NUM_OBS": "1",
     }
 
 
-def _rtl_ports_and_parameters(path: Path) -> tuple[set[str], set[str]]:
-    """The port and parameter names of ``module qhil_frontend`` in ``path``."""
+def _rtl_ports_and_parameters(
+    path: Path, module_name: str = "qhil_frontend"
+) -> tuple[set[str], set[str]]:
+    """The port and parameter names of ``module_name`` in ``path``."""
     text = re.sub(r"//[^\n]*|/\*.*?\*/", "", path.read_text(), flags=re.S)
-    module = re.search(r"\bmodule\s+qhil_frontend\b(.*?)\bendmodule\b", text, flags=re.S)
-    assert module, "qhil_frontend.v defines no module qhil_frontend"
+    module = re.search(rf"\bmodule\s+{module_name}\b(.*?)\bendmodule\b", text, flags=re.S)
+    assert module, f"{path.name} defines no module {module_name}"
     header = module.group(1).split(";", 1)[0]
     ports = set(
         re.findall(r"\b(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:\[[^\]]*\]\s*)?(\w+)", header)

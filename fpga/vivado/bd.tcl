@@ -9,7 +9,8 @@
 #   PS M_AXI_HPM0_FPD -> axi_ctrl -> qhil_frontend_0/s_axi        0xA000_0000, 4 KiB
 #                                 -> axi_dma_link/S_AXI_LITE      0xA001_0000, 64 KiB
 #                                 -> axi_dma_replay/S_AXI_LITE    0xA002_0000, 64 KiB
-#   axi_dma_replay/M_AXIS_MM2S (64 bit) -> qhil_frontend_0/s_axis_meas   one round per transfer
+#   axi_dma_replay/M_AXIS_MM2S (64 bit) -> replay_adapter -> qhil_frontend_0/s_axis_meas
+#       one round per transfer; the adapter turns each transfer's header beat into tuser
 #   qhil_frontend_0/m_axis_syn (64 bit) -> axi_dma_link/S_AXIS_S2MM      one packet per transfer
 #   axi_dma_link/M_AXIS_MM2S (64 bit) -> axis_cor_64to8 -> qhil_frontend_0/s_axis_cor (8 bit)
 #   DMA masters -> axi_mem -> PS S_AXI_HP0_FPD (DDR)
@@ -71,6 +72,10 @@ proc qhil_create_bd {design params rom_file fabric_mhz} {
         CONFIG.c_mm2s_burst_size {16} \
     ] $dma_replay
 
+    # The DMA has no TUSER: qhil_replay_adapter (fpga/vivado/) makes it from each
+    # transfer's header beat (qhil.fpga.ReplayBuffer's layout).
+    create_bd_cell -type module -reference qhil_replay_adapter replay_adapter
+
     # Corrections leave the DMA as 64-bit beats (TKEEP marks the last one's bytes) and
     # enter the front end one byte a beat.
     set cor [create_bd_cell -type ip -vlnv xilinx.com:ip:axis_dwidth_converter axis_cor_64to8]
@@ -83,6 +88,8 @@ proc qhil_create_bd {design params rom_file fabric_mhz} {
 
     # -- streams ---------------------------------------------------------------------------
     connect_bd_intf_net [get_bd_intf_pins axi_dma_replay/M_AXIS_MM2S] \
+        [get_bd_intf_pins replay_adapter/s_axis]
+    connect_bd_intf_net [get_bd_intf_pins replay_adapter/m_axis] \
         [get_bd_intf_pins qhil_frontend_0/s_axis_meas]
     connect_bd_intf_net [get_bd_intf_pins qhil_frontend_0/m_axis_syn] \
         [get_bd_intf_pins axi_dma_link/S_AXIS_S2MM]
@@ -122,6 +129,7 @@ proc qhil_create_bd {design params rom_file fabric_mhz} {
         [get_bd_pins axi_dma_replay/s_axi_lite_aclk] \
         [get_bd_pins axi_dma_replay/m_axi_mm2s_aclk] \
         [get_bd_pins axis_cor_64to8/aclk] \
+        [get_bd_pins replay_adapter/aclk] \
         [get_bd_pins axi_ctrl/aclk] \
         [get_bd_pins axi_mem/aclk] \
         [get_bd_pins rst_fabric/slowest_sync_clk]
@@ -130,7 +138,8 @@ proc qhil_create_bd {design params rom_file fabric_mhz} {
         [get_bd_pins qhil_frontend_0/aresetn] \
         [get_bd_pins axi_dma_link/axi_resetn] \
         [get_bd_pins axi_dma_replay/axi_resetn] \
-        [get_bd_pins axis_cor_64to8/aresetn]
+        [get_bd_pins axis_cor_64to8/aresetn] \
+        [get_bd_pins replay_adapter/aresetn]
     connect_bd_net [get_bd_pins rst_fabric/interconnect_aresetn] \
         [get_bd_pins axi_ctrl/aresetn] [get_bd_pins axi_mem/aresetn]
 

@@ -49,8 +49,8 @@ if {[llength $board_parts] == 0} {
 }
 set_property board_part [lindex $board_parts 0] [current_project]
 
-# -- sources: every RTL file, the generated register-map header and the ROM ---------------
-set rtl_files [glob -directory $rtl_dir *.v]
+# -- sources: every RTL file, the replay adapter, the register-map header and the ROM -------
+set rtl_files [concat [glob -directory $rtl_dir *.v] [glob -directory $here *.v]]
 set header_files [glob -directory $rtl_dir *.vh]
 add_files -norecurse $rtl_files
 add_files -norecurse $header_files
