@@ -108,6 +108,17 @@ def test_config_accepts_the_backend() -> None:
         DecoderSettings(backend="cuda-persistant")
 
 
+@pytest.mark.slow
+def test_loop_with_the_persistent_predecoder_in_the_simulator() -> None:
+    # The whole loop (front-end cycle model, shm bridge, decoder process): its shots reach
+    # the kernel as per-round packets. Default model, d=3, one round: ~7 s on 2 cores.
+    r = _scenario("sim_loop", timeout_s=240.0)
+    assert not r["aborted"], r
+    assert r["shots_decoded"] == r["shots_emitted"] == r["shots"]
+    assert r["decoder_errors"] == 0 and r["first_decoder_error"] == ""
+    assert r["equal_offline"]  # the loop's predictions == PreDecodedMatching(numpy) offline
+
+
 @pytest.mark.gpu
 def test_loop_with_the_persistent_predecoder_on_a_gpu() -> None:
     r = _scenario("gpu_loop", sim=False, timeout_s=600.0)
@@ -249,22 +260,23 @@ def _refuse() -> dict[str, Any]:
     return out
 
 
-def _gpu_loop() -> dict[str, Any]:
+def _loop(*, shots: int, distance: int, rounds: int, timeout_s: float) -> dict[str, Any]:
     import numpy as np
 
     from qhil.host import RunConfig, run_loop
     from qhil.kernels._pipeline import PreDecodedMatching
 
-    shots = 2000
     cfg = RunConfig().with_overrides(
         {
-            "experiment.distance": 5,
-            "experiment.rounds": 5,
+            "experiment.distance": distance,
+            "experiment.rounds": rounds,
             "experiment.p": 0.005,
             "experiment.shots": shots,
             "experiment.seed": 7,
             "decoder.name": "predecoder",
             "decoder.backend": "cuda-persistent",
+            "frontend.correction_timeout_s": timeout_s,
+            "frontend.stall_timeout_s": max(2.0, 2 * timeout_s),
         }
     )
     out = run_loop(cfg, progress=False)
@@ -294,7 +306,9 @@ def _main(argv: list[str]) -> dict[str, Any]:
     if name == "refuse":
         return _refuse()
     if name == "gpu_loop":
-        return _gpu_loop()
+        return _loop(shots=2000, distance=5, rounds=5, timeout_s=0.5)
+    if name == "sim_loop":  # a simulated kernel needs ~1 s per shot: long timeouts
+        return _loop(shots=4, distance=3, rounds=1, timeout_s=60.0)
     raise SystemExit(f"unknown scenario {name!r}")
 
 
