@@ -129,3 +129,76 @@ def test_the_twin_refuses_what_the_rtl_cannot_hold() -> None:
     with pytest.raises(PermissionError, match="offset 0x3"):
         twin.write(3, 1)
     assert twin.read(0x200) == 0
+
+
+def test_the_twin_agrees_with_the_rtl_model_on_packets_and_counters() -> None:
+    """Same rounds and corrections into the twin and into ``FrontendModel`` (the RTL's
+    cycle-accurate model): the same packets (but ``t_fpga``) and the same counters
+    (but the latency ones, which count wall-clock time in the twin)."""
+    from qhil.fpga._frontend_model import FrontendModel
+    from qhil.fpga._frontend_stimulus import Stimulus
+
+    circuit = _circuit(d=3, rounds=2, p=0.05)
+    fe = FrontEnd.open(circuit, target="model")
+    replay = fe.replay_buffer(circuit.compile_sampler(seed=9).sample(5))
+    fe.regs["STREAM_ID"] = 5
+    fe.regs["CTRL"] = 0b11  # ENABLE, LOCKSTEP
+    fe.send_measurements(replay)
+    twin_packets = _drain(fe)
+    last = {p.shot: p for p in twin_packets if p.last_round}
+    eos_ack = CorrectionPacket(stream_id=5, shot=0, seq=0, t_fpga=0, obs=[], flags=0x80)
+    bad_crc = bytearray(_correction(last[0], [1]))
+    bad_crc[-1] ^= 1
+    corrections = [
+        _correction(last[1], [1], seq=last[1].seq - 1),  # BAD_FIELD
+        _correction(last[0], [1]),
+        _correction(last[0], [1]),  # DUPLICATE
+        bytes(bad_crc),
+        _correction(last[1], [0]),
+        _correction(last[2], [], status=1, frame=[1, 0, 1]),  # INCOMPLETE
+        _correction(last[3], [], status=2),  # DECODER_ERROR
+        _correction(last[3], [1], shot=9),  # UNKNOWN_SHOT
+        _correction(last[3], [1], stream_id=6),  # UNKNOWN_STREAM
+        eos_ack.encode(),
+    ]
+    for c in corrections[:-1]:
+        fe.send_correction(c)
+    fe.send_end_of_stream()
+    twin_packets += _drain(fe)
+    fe.send_correction(corrections[-1])
+    names = [
+        r.name
+        for r in REGISTERS
+        if r.access == "ro"
+        and r.name not in ("CYCLE_LO", "CYCLE_HI", "LAT_LAST", "LAT_MAX")
+        and r.name != "BUDGET_MISSES"
+        and not r.name.endswith("_HI")
+    ]
+    twin = {name: fe.regs[name] for name in names}
+
+    s = Stimulus()
+    s.write("STREAM_ID", 5)
+    s.write("CTRL", 0b11)
+    rounds = len(replay.round_nbytes)
+    for row in range(replay.rounds):
+        n = replay.round_nbytes[row % rounds] // 8
+        words = [int(w) for w in replay.beats[row, 1:n]]
+        s.add_round(words, last_round=bool(replay.beats[row, 0] & 1), cycle=100)
+    for c in corrections[:-1]:
+        s.add_correction(c, cycle=1000)
+    s.add_end_of_stream(cycle=3000)
+    s.add_correction(corrections[-1], cycle=3500)
+    for name in names:
+        s.read(name, cycle=5000)
+    trace = FrontendModel.from_circuit(circuit).run(s)
+
+    def key(p: SyndromePacket) -> tuple[object, ...]:
+        return (p.stream_id, p.shot, p.round, p.seq, p.flags, p.bits.tobytes())
+
+    rtl_packets = [SyndromePacket.decode(p.data) for p in trace.packets]
+    assert [key(p) for p in twin_packets] == [key(p) for p in rtl_packets]
+    rtl = {
+        name: rdata for _, addr, rdata, _ in trace.reads for name in names if _OFFSET[name] == addr
+    }
+    assert twin == rtl
+    assert twin["CORR_ACCEPTED"] == 4 and twin["LOGICAL_FRAME"] == 1 and twin["STATUS"] & 0b10
