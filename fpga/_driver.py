@@ -256,6 +256,7 @@ class FrontEnd:
         timeout_s: float = 1.0,
         fifo_packets: int = 1024,
         check_program: bool = True,
+        download: bool = True,
     ) -> FrontEnd:
         """Open the front end for ``circuit`` (the circuit whose measurements you send).
 
@@ -268,6 +269,8 @@ class FrontEnd:
             fifo_packets: model only: syndrome packets held before it pushes back.
             check_program: board only: refuse a bitstream whose manifest
                 (``<name>.qhil.json``) was built for another circuit.
+            download: board only: program the PL (True), or attach to the bitstream
+                already loaded, keeping the IP's state (False).
         """
         if not timeout_s >= 0:
             raise ValueError(f"timeout_s must be >= 0; got {timeout_s!r}")
@@ -285,6 +288,7 @@ class FrontEnd:
                 board=why,
                 ip_name=ip_name,
                 syndrome_bytes=syndrome_size(max(program.bits_per_round)),
+                download=download,
             )
         else:
             if target == "auto":

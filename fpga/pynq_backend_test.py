@@ -222,7 +222,8 @@ def test_open_loads_the_overlay_and_maps_the_frontend(
     fabric: Fabric, circuit: stim.Circuit, bitstream: Path
 ) -> None:
     fe = _open(circuit, bitstream)
-    assert fabric.overlays == [(str(bitstream), True)]
+    _open(circuit, bitstream, download=False)
+    assert fabric.overlays == [(str(bitstream), True), (str(bitstream), False)]
     assert fe.target == "board"
     assert fe.description == f"board RFSoC4x2, bitstream {bitstream}"
     assert fabric.log[:2] == [("read", FRONTEND_ADDR, 0x00), ("read", FRONTEND_ADDR, 0x04)]
