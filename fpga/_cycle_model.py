@@ -34,7 +34,6 @@ from qhil.bridge import (
     FLAG_END_OF_STREAM,
     FLAG_FIRST_ROUND,
     FLAG_LAST_ROUND,
-    CorrectionStatus,
     PacketReceiver,
     PacketSender,
     Reason,
@@ -43,6 +42,7 @@ from qhil.bridge import (
     write_syndrome,
 )
 from qhil.fpga._config import FrontEndConfig
+from qhil.fpga._correction_rules import ACCEPTED, CorrectionCounters, Verdict, judge
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
 from qhil.fpga._regmap import RegisterFile
@@ -71,18 +71,11 @@ class _Run:
         self.pending: collections.OrderedDict[int, int] = (
             collections.OrderedDict()
         )  # shot -> deadline
-        self.rejections = {r.label: 0 for r in Reason if r != Reason.OK}
+        self.counters = CorrectionCounters()  # the rules and counters the RTL shares
         self.seq = 0
         self.backpressure = 0
         self.last_backpressure_ns = 0
-        self.budget_misses = 0
-        self.lat_max = 0
-        self.lat_last = 0
-        self.frame = 0
         self.last_heard_ns = 0
-        self.accepted = 0
-        self.incomplete = 0
-        self.eos_acked = False
         self.link_closed = False
         self.aborted = ""
         self.lags: list[int] = []
@@ -268,9 +261,10 @@ class CycleModel:
                 break
             del run.pending[shot]
             self._settle(run, shot, Fate.LOST_TIMEOUT)
+            run.counters.shots_timed_out += 1
             resolved += 1
         stall_ns = int(self.config.stall_timeout_s * 1e9)
-        if run.link_closed and not run.eos_acked and not run.aborted:
+        if run.link_closed and not run.counters.eos_acked and not run.aborted:
             run.aborted = "decoder closed the link before the end of the stream"
         # Unresponsive: silent for the stall timeout while it owed us corrections, or
         # while the bridge was full (a dead decoder stops taking rounds too).
@@ -290,62 +284,57 @@ class CycleModel:
         f = self._fields
         reason = Reason(parse_correction(buf, length, f))
         if reason != Reason.OK:
-            run.rejections[reason.label] += 1
+            run.counters.apply(Verdict.REJECTED, reason)
             return 0
         run.last_heard_ns = now
-        flags, n_obs, stream, status, n_frame, shot, _seq, t_fpga, t_rx, t_tx = (int(x) for x in f)
-        if flags & FLAG_END_OF_STREAM:
-            run.eos_acked = True
-            return 0
-        if stream != self.config.stream_id:
-            run.rejections[Reason.UNKNOWN_STREAM.label] += 1
-            return 0
-        if shot >= run.fates.shape[0] or (
-            run.fates[shot, 0] == Fate.NOT_EMITTED and shot not in run.pending
-        ):
-            run.rejections[Reason.UNKNOWN_SHOT.label] += 1
-            return 0
-        if shot not in run.pending:
-            run.rejections[Reason.DUPLICATE.label] += 1
-            return 0
+        flags, n_obs, stream, status, n_frame, shot, seq, t_fpga, t_rx, t_tx = (int(x) for x in f)
+        shots, rounds = run.fates.shape
+        pending = shot in run.pending
+        verdict, why = judge(
+            reason,
+            end_of_stream=bool(flags & FLAG_END_OF_STREAM),
+            stream_ok=stream == self.config.stream_id,
+            started=pending or (shot < shots and run.fates[shot, 0] != Fate.NOT_EMITTED),
+            pending=pending,
+            status=status,
+            n_obs_ok=n_obs == self.num_observables,
+            seq_ok=pending and seq == run.last_seq[shot],
+            n_frame_ok=n_frame == rounds,
+        )
         o = CORRECTION_HEADER_SIZE
-        if status == CorrectionStatus.DECODED:
-            if n_obs != self.num_observables or _seq != run.last_seq[shot]:
-                run.rejections[
-                    Reason.BAD_LENGTH.label
-                    if n_obs != self.num_observables
-                    else Reason.BAD_FIELD.label
-                ] += 1
-                return 0
+        flips = 0
+        obs = np.zeros(0, dtype=np.uint8)
+        if verdict == Verdict.DECODED:
             obs = np.unpackbits(buf[o : o + (n_obs + 7) // 8], count=n_obs, bitorder="little")
+            flips = sum(1 << int(k) for k in np.flatnonzero(obs))
+        lat_cyc = self._cycles(now) - t_fpga
+        run.counters.apply(
+            verdict,
+            why,
+            latency_cycles=lat_cyc,
+            budget_cycles=self.config.budget_cycles,
+            flips=flips,
+        )
+        if verdict not in ACCEPTED:
+            return 0
+        if verdict == Verdict.DECODED:
             run.pred[shot] = obs
-            for k in np.flatnonzero(obs):
-                run.frame ^= 1 << int(k)
-            lat_cyc = self._cycles(now) - t_fpga
             run.lat_ns[shot] = now - run.emit_ns[shot]
             run.lat_cyc[shot] = lat_cyc
-            run.lat_last = lat_cyc
-            run.lat_max = max(run.lat_max, lat_cyc)
-            run.budget_misses += lat_cyc > self.config.budget_cycles
             run.host_rx[shot], run.host_tx[shot] = t_rx, t_tx
             self._settle(run, shot, Fate.DECODED)
-        elif status == CorrectionStatus.INCOMPLETE:
+        elif verdict == Verdict.INCOMPLETE:
             n_ob = (n_obs + 7) // 8
-            if n_frame != run.fates.shape[1]:
-                run.rejections[Reason.BAD_LENGTH.label] += 1
-                return 0
-            run.incomplete += 1  # only once the correction is accepted
             got = np.unpackbits(
                 buf[o + n_ob : o + n_ob + (n_frame + 7) // 8], count=n_frame, bitorder="little"
             ).astype(np.bool_)
             row = run.fates[shot]
-            pending = row == Fate.PENDING
-            row[pending & got] = Fate.LOST_SHOT_INCOMPLETE
-            row[pending & ~got] = Fate.LOST_IN_TRANSIT
+            pending_rounds = row == Fate.PENDING
+            row[pending_rounds & got] = Fate.LOST_SHOT_INCOMPLETE
+            row[pending_rounds & ~got] = Fate.LOST_IN_TRANSIT
         else:
             self._settle(run, shot, Fate.LOST_DECODER_ERROR)
         del run.pending[shot]
-        run.accepted += 1
         return 1
 
     def _finish(self, run: _Run, tx: PacketSender) -> None:
@@ -366,7 +355,7 @@ class CycleModel:
         sent = tx.send(eos[:n], timeout_s=self.config.stall_timeout_s)
         if sent:
             run.seq += 1
-        while (run.pending or (sent and not run.eos_acked and not run.link_closed)) and (
+        while (run.pending or (sent and not run.counters.eos_acked and not run.link_closed)) and (
             time.monotonic_ns() < give_up
         ):
             if run.aborted and not run.pending:
@@ -377,6 +366,7 @@ class CycleModel:
                 give_up = min(give_up, time.monotonic_ns() + 200_000_000)
         for shot in list(run.pending):
             self._settle(run, shot, Fate.LOST_ABORTED if run.aborted else Fate.LOST_TIMEOUT)
+            run.counters.shots_timed_out += not run.aborted
         run.pending.clear()
         # Rounds of a shot cut off mid-way by an abort never got a correction either.
         run.fates[run.fates == Fate.PENDING] = Fate.LOST_ABORTED
@@ -388,21 +378,8 @@ class CycleModel:
         regs = self.regs
         regs.set64("CYCLE", self._cycles(time.monotonic_ns()))
         regs.set64("ROUNDS_EMITTED", run.n_emit)
-        regs.set64("SHOTS_DECODED", int(np.count_nonzero(run.lat_ns >= 0)))
         regs.set("ROUNDS_BACKPRESSURE", run.backpressure)
-        for label, count in run.rejections.items():
-            name = f"CORR_{label.upper()}"
-            if any(r.name == name for r in regs):
-                regs.set(name, count)
-        regs.set("CORR_ACCEPTED", run.accepted)
-        last = run.fates[:, -1]
-        regs.set("SHOTS_INCOMPLETE", run.incomplete)
-        regs.set("SHOTS_DECODER_ERROR", int(np.count_nonzero(last == Fate.LOST_DECODER_ERROR)))
-        regs.set("SHOTS_TIMED_OUT", int(np.count_nonzero(last == Fate.LOST_TIMEOUT)))
-        regs.set("BUDGET_MISSES", run.budget_misses)
-        regs.set("LAT_LAST", run.lat_last)
-        regs.set("LAT_MAX", run.lat_max)
-        regs.set("LOGICAL_FRAME", run.frame)
+        run.counters.write_to(regs)
 
     def _result(self, run: _Run, raw_obs: np.ndarray) -> FrontEndResult:
         pacing = None
@@ -431,7 +408,7 @@ class CycleModel:
             fabric_clock_hz=self.config.fabric_clock_hz,
             wall_s=(time.monotonic_ns() - self._t0) * 1e-9,
             pacing=pacing,
-            rejections=run.rejections,
+            rejections=run.counters.rejections,
             registers=self.regs.snapshot(),
             aborted=run.aborted,
         )

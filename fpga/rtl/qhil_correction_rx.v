@@ -31,16 +31,14 @@
 // the next packet's bytes overwrite them (at the earliest, the edge after done
 // rises overwrites byte 0, i.e. magic; the fields above stay through that edge).
 //
-// Logical frame: on the edge after done (so frame_q shows it one cycle after
-// done), if reason == OK and status == DECODED (0):
-//   frame_q <= frame_q ^ obs[NOBS-1:0]           (1 <= NOBS <= 32)
-// The per-reason counters (32-bit, wrapping) count on that same edge.
+// What a packet means to the front end (shot table, sequence check, logical
+// frame, counters) is decided by qhil_frontend's judge stage, which takes
+// done / reason and these fields.
 //
-// Latency, cycle 0 = the rising edge that takes the in_last byte:
-//   done / reason / fields valid : right after edge 0 -> 1 cycle  (4 ns at 250 MHz)
-//   frame_q and counters updated : on edge 1           -> 2 cycles (8 ns at 250 MHz)
-// The CRC and length checks are done as the bytes arrive, so the latency does
-// not depend on the packet length. The CRC check uses the residue property:
+// Latency, edge 0 = the rising edge that takes the in_last byte:
+//   done / reason / fields valid right after edge 0, so a consumer samples them
+//   on edge 1. The CRC and length checks are done as the bytes arrive, so the
+//   latency does not depend on the packet length. The CRC check uses the residue property:
 // a message followed by its own CRC-32 (little-endian) leaves the raw CRC state
 // 0xDEBB20E3. One byte before the end that is "state ^ {24'd0, last byte} ==
 // 0x00BE26ED" (the 8-step CRC map inverted), so the last byte only goes
@@ -50,9 +48,7 @@
 
 `default_nettype none
 
-module qhil_correction_rx #(
-    parameter NOBS = 1              // logical-frame bits kept in frame_q, 1..32
-) (
+module qhil_correction_rx (
     input  wire            clk,
     input  wire            rst,
     // byte stream in (always ready)
@@ -72,17 +68,7 @@ module qhil_correction_rx #(
     output wire [63:0]     t_fpga,
     output wire [63:0]     t_host_rx,
     output wire [63:0]     t_host_tx,
-    output wire [31:0]     obs,
-    // logical frame
-    output reg  [NOBS-1:0] frame_q,
-    // per-reason packet counters
-    output reg  [31:0]     cnt_ok,
-    output reg  [31:0]     cnt_bad_magic,
-    output reg  [31:0]     cnt_bad_version,
-    output reg  [31:0]     cnt_truncated,
-    output reg  [31:0]     cnt_bad_crc,
-    output reg  [31:0]     cnt_bad_length,
-    output reg  [31:0]     cnt_bad_field
+    output wire [31:0]     obs
 );
     localparam [3:0] R_OK = 4'd0, R_BAD_MAGIC = 4'd1, R_BAD_VERSION = 4'd2,
                      R_TRUNCATED = 4'd3, R_BAD_CRC = 4'd4, R_BAD_LENGTH = 4'd5,
@@ -199,32 +185,6 @@ module qhil_correction_rx #(
         end
     endgenerate
 
-    // ---- edge after done: logical frame and counters ----------------------
-    always @(posedge clk) begin
-        if (rst) begin
-            frame_q         <= {NOBS{1'b0}};
-            cnt_ok          <= 32'd0;
-            cnt_bad_magic   <= 32'd0;
-            cnt_bad_version <= 32'd0;
-            cnt_truncated   <= 32'd0;
-            cnt_bad_crc     <= 32'd0;
-            cnt_bad_length  <= 32'd0;
-            cnt_bad_field   <= 32'd0;
-        end else if (done) begin
-            if (reason == R_OK && status == 8'd0)
-                frame_q <= frame_q ^ obs[NOBS-1:0];
-            case (reason)
-                R_OK:          cnt_ok          <= cnt_ok + 1'b1;
-                R_BAD_MAGIC:   cnt_bad_magic   <= cnt_bad_magic + 1'b1;
-                R_BAD_VERSION: cnt_bad_version <= cnt_bad_version + 1'b1;
-                R_TRUNCATED:   cnt_truncated   <= cnt_truncated + 1'b1;
-                R_BAD_CRC:     cnt_bad_crc     <= cnt_bad_crc + 1'b1;
-                R_BAD_LENGTH:  cnt_bad_length  <= cnt_bad_length + 1'b1;
-                R_BAD_FIELD:   cnt_bad_field   <= cnt_bad_field + 1'b1;
-                default: ;
-            endcase
-        end
-    end
 endmodule
 
 `default_nettype wire
