@@ -168,6 +168,55 @@ def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, n
     return ptr, np.ascontiguousarray(cols[order], dtype=np.int64)
 
 
+def _footprint_pairs(geometry: PreDecoderGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(flat output index, detector) pairs: the detectors each unit output flips.
+
+    The rule of ``PreDecoderGeometry.footprint`` (see its module docs), taken pair
+    by pair instead of one dense matrix per output (d=13 and T=105 would need 71,000
+    footprint calls): a data flip at slice t flips that slice's detectors of the
+    stabilizers of the other type acting on the qubit; a measurement flip at slice
+    t flips its stabilizer's detectors at t and t + 1. Only outputs in
+    ``output_mask`` act; pairs that occur twice cancel (mod 2). ``persistent_test``
+    checks the result against ``footprint`` on every unit output.
+    """
+    t_n, d, _ = geometry.shape
+    plane = d * d
+    det_index = geometry.det_index.reshape(2, t_n, plane)
+    mask = geometry.output_mask.reshape(4, t_n, plane)
+    h = geometry.layout.parity_check
+    ts = np.arange(t_n)[:, None]
+    outs, dets = [], []
+    for kind, ch in ((0, 0), (1, 1)):  # a Z flip (channel 0) is seen by X stabilizers, ...
+        stab, data = np.nonzero(h[kind])
+        det = det_index[kind][ts, stab[None]]
+        keep = (det >= 0) & mask[ch][ts, data[None]]
+        outs.append(((ch * t_n + ts) * plane + data[None])[keep])
+        dets.append(det[keep])
+    cells = np.arange(plane)[None]
+    for ch in (2, 3):  # measurement flips of the X (2) and Z (3) stabilizers
+        out = (ch * t_n + ts) * plane + cells
+        for dt in (0, 1):
+            det = np.full((t_n, plane), -1, dtype=np.int64)
+            det[: t_n - dt] = det_index[ch - 2][dt:]
+            keep = (det >= 0) & mask[ch]
+            outs.append(out[keep])
+            dets.append(det[keep])
+    pairs = np.stack([np.concatenate(outs), np.concatenate(dets)])
+    uniq, count = np.unique(pairs, axis=1, return_counts=True)
+    odd = uniq[:, count % 2 == 1]
+    return odd[0].astype(np.int64), odd[1].astype(np.int64)
+
+
+def _observable_outputs(geometry: PreDecoderGeometry) -> np.ndarray:
+    """Flat indices of the outputs that flip the observable (``footprint``'s ``pre_L``):
+    data flips of ``obs_channel`` on the logical support, in ``output_mask``."""
+    t_n, d, _ = geometry.shape
+    ch = geometry.obs_channel
+    on = geometry.output_mask[ch] & geometry.layout.logical_support[None]
+    t, r, c = np.nonzero(on)
+    return ((ch * t_n + t) * d + r) * d + c
+
+
 def build_tables(
     geometry: PreDecoderGeometry,
     model: QuantizedModel,
@@ -184,24 +233,10 @@ def build_tables(
     t_n, d, _ = geometry.shape
     plane = d * d
     vol = t_n * plane
-    n_out = 4 * vol
     n_det = geometry.num_detectors
-    # Every unit output's footprint, through the very function the CPU path uses
-    # (footprint is linear mod 2, so XOR-ing these rows reproduces it exactly);
-    # kept sparse, as (output, detector) and (output, observable) pairs.
-    pairs, obs_pairs = [], []
-    for lo in range(0, n_out, 512):
-        hi = min(n_out, lo + 512)
-        e = np.zeros((hi - lo, n_out), dtype=np.uint8)
-        e[np.arange(hi - lo), np.arange(lo, hi)] = 1
-        flips, obs = geometry.footprint(e.reshape(hi - lo, 4, t_n, d, d))
-        r, c = np.nonzero(flips)
-        pairs.append((r + lo, c))
-        r, c = np.nonzero(obs)
-        obs_pairs.append((r + lo, c))
-    n_obs = obs.shape[1]
-    if n_obs > MAX_OBS:
-        raise ValueError(f"the kernel carries at most {MAX_OBS} observables; got {n_obs}")
+    out_idx, det = _footprint_pairs(geometry)
+    obs_out = _observable_outputs(geometry)
+    n_obs = 1  # PreDecoderGeometry lays out one-observable memory circuits only
     layout = geometry.layout
     round_off = np.ascontiguousarray(layout.round_offsets, dtype=np.int64)
     det_time = np.asarray(layout.time, dtype=np.int64)
@@ -210,14 +245,12 @@ def build_tables(
         or not (det_time == np.repeat(np.arange(t_n), np.diff(round_off))).all()
     ):
         raise ValueError("detectors must come in time order, one contiguous range per round")
-    out_idx, det = (np.concatenate(a) for a in zip(*pairs, strict=True))
     det_ptr, det_src = _csr(det, out_idx, n_det)
     src_t = (det_src // plane) % t_n
     own_t = np.repeat(det_time, np.diff(det_ptr))
     if ((src_t != own_t) & (src_t != own_t - 1)).any():
         raise ValueError("a detector is flipped by an output outside its own or the previous slice")
-    out_idx, o = (np.concatenate(a) for a in zip(*obs_pairs, strict=True))
-    obs_ptr, obs_src = _csr(o * t_n + (out_idx // plane) % t_n, out_idx, n_obs * t_n)
+    obs_ptr, obs_src = _csr((obs_out // plane) % t_n, obs_out, n_obs * t_n)
     det_kc = np.ascontiguousarray(
         np.asarray(layout.kind, dtype=np.int64) * plane
         + np.asarray(layout.row, dtype=np.int64) * d

@@ -132,6 +132,28 @@ def test_watchdog_reports_a_stalled_kernel_and_stops_it(sim_run: dict[str, Any])
     assert not s["launcher_alive"]
 
 
+@pytest.mark.parametrize("basis", ["x", "z"])
+def test_footprint_tables_equal_footprint_on_every_unit_output(basis: str) -> None:
+    stim = pytest.importorskip("stim")
+
+    from qhil.kernels._geometry import PreDecoderGeometry
+    from qhil.kernels._model import QuantizedModel
+    from qhil.kernels._persistent_tables import build_tables
+
+    c = stim.Circuit.generated(f"surface_code:rotated_memory_{basis}", distance=3, rounds=3)
+    g = PreDecoderGeometry.from_circuit(c)
+    t = build_tables(g, QuantizedModel.random(widths=(4, 4), kernel=3, seed=1))
+    n_out = g.output_mask.size
+    flips, obs = g.footprint(np.eye(n_out, dtype=np.uint8).reshape(n_out, *g.output_mask.shape))
+    got = np.zeros_like(flips)
+    for i in range(t.num_detectors):
+        got[t.det_src[t.det_ptr[i] : t.det_ptr[i + 1]], i] = True
+    assert (got == flips).all()
+    got_obs = np.zeros(n_out, dtype=bool)
+    got_obs[t.obs_src] = True
+    assert (got_obs == obs[:, 0]).all()
+
+
 def test_tables_follow_the_geometry_footprints_slice_by_slice() -> None:
     stim = pytest.importorskip("stim")
 
