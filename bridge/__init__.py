@@ -5,11 +5,13 @@
 - ``SyndromePacket`` / ``CorrectionPacket``: the same format as frozen records.
 - Transports behind one ``PacketSender`` / ``PacketReceiver`` interface: the
   shared-memory SPSC ring (``ShmRing``), ZeroMQ (``ZmqLink``), and the
-  ``FaultInjector`` used by the end-to-end tests.
+  ``FaultInjector`` used by the end-to-end tests; ``open_bridge(BridgeSpec(...))``
+  opens either side of one by name.
 """
 
 from __future__ import annotations
 
+from qhil.bridge._open import Bridge, BridgeSpec, open_bridge
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
 from qhil.bridge._ring import ShmRing
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
@@ -30,6 +32,7 @@ from qhil.bridge._wire import (
     write_correction,
     write_syndrome,
 )
+from qhil.bridge._zmq import ZmqLink
 
 __all__ = [
     "CORRECTION_HEADER_SIZE",
@@ -39,6 +42,8 @@ __all__ = [
     "FLAG_LAST_ROUND",
     "SYNDROME_HEADER_SIZE",
     "WIRE_VERSION",
+    "Bridge",
+    "BridgeSpec",
     "CorrectionPacket",
     "CorrectionStatus",
     "PacketError",
@@ -48,7 +53,9 @@ __all__ = [
     "ShmRing",
     "SyndromePacket",
     "TransportClosed",
+    "ZmqLink",
     "correction_size",
+    "open_bridge",
     "packet_buffers",
     "parse_correction",
     "parse_syndrome",

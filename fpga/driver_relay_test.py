@@ -9,7 +9,7 @@ import numpy as np
 import pymatching
 import pytest
 
-from qhil.bridge._open import BridgeSpec, open_bridge
+from qhil.bridge import BridgeSpec, open_bridge
 from qhil.fpga import FrontEnd, FrontEndConfig, RelayStats, relay
 from qhil.fpga.driver_test import _circuit
 from qhil.host import DecoderService, HostStats, ServiceConfig
