@@ -10,6 +10,8 @@ A software cycle model now; RTL and a PYNQ driver will share its register map.
   board or on its software twin (``FrontEnd.open(circuit, target="auto")``);
   ``relay`` passes its packets across a bridge to a decoder service.
 - ``FrontEndResult`` and ``Fate``: what became of every emitted round.
+- ``FrontendModel``: the ``qhil_frontend`` RTL, cycle-accurate at its ports, driven
+  by a timed ``Stimulus`` (``FrontendParams``: the RTL's parameters).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from qhil.fpga._driver import (
     which_frontend,
 )
 from qhil.fpga._driver_relay import RelayStats, relay
+from qhil.fpga._frontend_model import FrontendModel
+from qhil.fpga._frontend_ports import FrontendParams
+from qhil.fpga._frontend_stimulus import FrontendTrace, Stimulus
 from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
 
@@ -43,11 +48,15 @@ __all__ = [
     "FrontEndConfig",
     "FrontEndResult",
     "FrontEndTimeout",
+    "FrontendModel",
+    "FrontendParams",
+    "FrontendTrace",
     "PacingStats",
     "Register",
     "RegisterFile",
     "RelayStats",
     "ReplayBuffer",
+    "Stimulus",
     "find_board",
     "relay",
     "which_frontend",

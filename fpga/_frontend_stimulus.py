@@ -215,6 +215,7 @@ class Stimulus:
         k = self.cycle
         i = FrontendInputs()
         t = self.trace
+        was_busy = self.busy()
         # measurements
         b = self.meas[0] if self.meas else None
         if b is not None and b.cycle <= k and self._beat_taken + b.gap < k:
@@ -253,7 +254,7 @@ class Stimulus:
         if out.frame_update:
             t.frames.append((k, out.logical_frame))
         self._drive_axi(i, out)
-        if self.busy():
+        if was_busy or self.busy():
             self._idle_since = k + 1
         self.cycle = t.cycles = k + 1
         return i

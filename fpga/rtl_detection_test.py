@@ -14,16 +14,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qhil.fpga._detprog_rom import write_rom
+from qhil.fpga._rtl_testing import RTL, simulate, simulator, synthesize
 
-RTL = Path(__file__).resolve().parent / "rtl"
 SOURCE = RTL / "qhil_detection_unit.v"
 TEST_MODULE = "qhil.fpga.rtl_detection_cocotb"
 TOP = "qhil_detection_unit"
@@ -40,29 +38,11 @@ CASES = [
 ]
 
 
-def _runner() -> Any:
-    for tool in ("iverilog", "vvp"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"Icarus Verilog is not installed ({tool} not on PATH)")
-    pytest.importorskip("cocotb", reason="cocotb is not installed")
-    runner = pytest.importorskip("cocotb_tools.runner", reason="cocotb_tools is not installed")
-    return runner.get_runner("icarus")
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """One compiled simulator for every circuit (the ROM file is read at start-up)."""
-    runner = _runner()
     build = tmp_path_factory.mktemp("detection_build")
-    runner.build(
-        sources=[SOURCE],
-        hdl_toplevel=TOP,
-        build_dir=build,
-        parameters=PARAMS,
-        build_args=["-g2005", "-Wall"],
-        timescale=("1ns", "1ps"),
-    )
-    return runner, build
+    return simulator([SOURCE], TOP, build, parameters=PARAMS), build
 
 
 def _simulate(
@@ -84,13 +64,13 @@ def _simulate(
     )
     assert layout.parameters == PARAMS
     done = run_dir / "rounds_checked.txt"
-    # Under pytest, test() exits non-zero (a test failure) if the cocotb test failed.
-    runner.test(
-        test_module=TEST_MODULE,
-        hdl_toplevel=TOP,
-        build_dir=build,
+    simulate(
+        runner,
+        TEST_MODULE,
+        TOP,
+        build,
         test_dir=run_dir,
-        extra_env={
+        env={
             "QHIL_DET_CIRCUIT": name,
             "QHIL_DET_DISTANCE": str(d),
             "QHIL_DET_ROUNDS": str(rounds),
@@ -120,8 +100,6 @@ def test_detection_unit_ref_bits(built: tuple[Any, Path], tmp_path: Path) -> Non
 
 
 def test_yosys_synthesizes_without_latches(tmp_path: Path) -> None:
-    if shutil.which("yosys") is None:
-        pytest.skip("yosys is not installed")
     # Built here, not via the cocotb testbench module: synthesis needs no cocotb.
     import stim
 
@@ -134,26 +112,11 @@ def test_yosys_synthesizes_without_latches(tmp_path: Path) -> None:
     rom = tmp_path / "rom.hex"
     layout = write_rom(program, rom, rounds_max=4)
     chparams = " ".join(f"-set {k} {v}" for k, v in layout.parameters.items())
-    log = tmp_path / "yosys.log"
-    script = tmp_path / "synth.ys"
-    script.write_text(
+    stats = synthesize(
         f"read_verilog -defer {SOURCE}\n"
         f'chparam {chparams} -set ROM_FILE "{rom}" {TOP}\n'
         f"synth_xilinx -family xcup -top {TOP}\n"
-        "stat\n"
+        "stat\n",
+        tmp_path / "yosys.log",
     )
-    proc = subprocess.run(
-        ["yosys", "-q", "-l", str(log), "-s", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    text = log.read_text() if log.exists() else ""
-    assert proc.returncode == 0, proc.stderr[-2000:] or text[-2000:]
-    assert "Latch inferred" not in text, re.findall(r".*Latch inferred.*", text)[:5]
-    stats = text[text.rfind("Printing statistics") :]
-    assert stats, "no statistics in the yosys log"
-    for cell in ("$dlatch", "$_DLATCH", "LDCE", "LDPE"):
-        assert cell not in stats, f"latch cell {cell} in the synthesized netlist"
     assert re.search(r"\bFDRE\b", stats), "expected flip-flops in the netlist"

@@ -27,9 +27,8 @@ import pytest
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._detprog_rom import write_rom
 from qhil.fpga._frontend_ports import INPUT_PORTS, OUTPUT_PORTS, FrontendParams
-from qhil.fpga._rtl_testing import icarus_runner, synthesize
+from qhil.fpga._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
 
-RTL = Path(__file__).resolve().parent / "rtl"
 SOURCES = [
     RTL / f"{m}.v"
     for m in (
@@ -84,19 +83,10 @@ def tb_wrapper(params: dict[str, int]) -> str:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """One simulator for every circuit (the ROM is read when the simulation starts)."""
-    runner = icarus_runner()
     build = tmp_path_factory.mktemp("frontend_build")
     wrapper = build / "qhil_frontend_tb.v"
     wrapper.write_text(tb_wrapper(PARAMS.verilog))
-    runner.build(
-        sources=[*SOURCES, wrapper],
-        includes=[RTL],
-        hdl_toplevel="qhil_frontend_tb",
-        build_dir=build,
-        build_args=["-g2005", "-Wall"],
-        timescale=("1ns", "1ps"),
-    )
-    return runner, build
+    return simulator([*SOURCES, wrapper], "qhil_frontend_tb", build), build
 
 
 @pytest.mark.slow
@@ -118,20 +108,19 @@ def test_frontend_matches_model(
     )
     shots = math.ceil(TOTAL_ROUNDS / len(CASES) / program.num_rounds)
     seed = SEED + 1000 * d + rounds + (7 if name.endswith("_x") else 0)
-    # Under pytest, test() exits non-zero (a test failure) if the cocotb test failed.
-    runner.test(
-        test_module=TEST_MODULE,
-        hdl_toplevel="qhil_frontend_tb",
-        build_dir=build,
+    simulate(
+        runner,
+        TEST_MODULE,
+        "qhil_frontend_tb",
+        build,
         test_dir=tmp_path,
-        extra_env={
+        env={
             "QHIL_FE_CIRCUIT": name,
             "QHIL_FE_DISTANCE": str(d),
             "QHIL_FE_ROUNDS": str(rounds),
             "QHIL_FE_SHOTS": str(shots),
             "QHIL_FE_SEED": str(seed),
             "QHIL_FE_PARAMS": json.dumps(PARAMS.verilog),
-            "COCOTB_REWRITE_ASSERTION_FILES": "rtl_*_cocotb.py",
         },
     )
     result = json.loads((tmp_path / "frontend_result.json").read_text())
@@ -182,8 +171,7 @@ def test_yosys_synthesizes_without_latches(tmp_path: Path) -> None:
         "stat\n",
         tmp_path / "yosys.log",
     )
-    stats = stats[stats.find("design hierarchy") :]
-    cells = {m[0]: int(m[1]) for m in re.findall(r"^\s+(\w+)\s+(\d+)\s*$", stats, re.M)}
+    cells = cell_counts(stats)
     luts = sum(n for c, n in cells.items() if re.fullmatch(r"LUT\d", c))
     ffs = sum(n for c, n in cells.items() if c.startswith("FD"))
     print(f"qhil_frontend (d=3 sizes): {luts} LUTs, {ffs} FFs, {cells}")
