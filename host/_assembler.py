@@ -21,7 +21,9 @@ after about 290,000 years, and keeping them below 2**63 lets the tables use
 int64 with -1 as the empty marker.
 
 Every packet taken in is counted exactly once: as a round accepted into a
-shot, or under a ``Reason``, or as end-of-stream.
+shot, or under a ``Reason``, or as end-of-stream. After each ``add`` the
+``accepted`` buffer says which packets of the batch were rounds accepted into
+a shot, so a streaming decoder can be handed exactly those, in arrival order.
 
 >>> asm = ShotAssembler(bits_per_round=(4, 4), num_streams=1)
 >>> asm.slots, asm.num_detectors
@@ -86,6 +88,7 @@ def _assemble(
     slot_meta,
     counters,
     ready,
+    accepted,
     window,
 ):  # type: ignore[no-untyped-def]
     fields = np.zeros(7, dtype=np.uint64)
@@ -94,6 +97,7 @@ def _assemble(
     n_ready = 0
     for i in range(count):
         counters[PACKETS] += 1
+        accepted[i] = 0
         p = buf[i]
         r = parse_syndrome(p, lengths[i], fields)
         if r != 0:
@@ -163,6 +167,7 @@ def _assemble(
             slot_meta[st, s, _LAST_SEQ] = seq
             slot_meta[st, s, _LAST_TFPGA] = np.int64(fields[6])
         counters[ROUNDS_ACCEPTED] += 1
+        accepted[i] = 1
         if slot_nrecv[st, s] == r1:
             slot_meta[st, s, _RX_DONE] = now
             ready[n_ready, 0] = st
@@ -189,6 +194,10 @@ class ShotAssembler:
         received: uint8[num_streams, slots, rounds], 1 where the round arrived.
         meta: int64[num_streams, slots, 5]: first rx ns, last rx ns, seq and
             t_fpga of the last round's packet, and the ns it became ready.
+        accepted: uint8[max_batch], C-contiguous: after ``add(..., count, ...)``,
+            entry ``i < count`` is 1 if packet ``i`` was accepted as a round of
+            an open shot (counted in ``rounds_accepted``), else 0; entries from
+            ``count`` on are stale.
     """
 
     def __init__(
@@ -227,6 +236,7 @@ class ShotAssembler:
         self.meta = np.zeros((num_streams, self.slots, 5), dtype=np.int64)
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
         self._ready = np.zeros((max_batch, 2), dtype=np.int64)
+        self.accepted = np.zeros(max_batch, dtype=np.uint8)
         self._expired = np.zeros((num_streams * self.slots, 2), dtype=np.int64)
 
     def add(self, buf: np.ndarray, lengths: np.ndarray, count: int, now_ns: int) -> np.ndarray:
@@ -239,6 +249,7 @@ class ShotAssembler:
 
         Returns:
             int64[n_ready, 2] view of (stream, slot) pairs; valid until the next call.
+            ``accepted[:count]`` says which packets were rounds taken into a shot.
         """
         if count > self._ready.shape[0]:
             raise ValueError(f"at most {self._ready.shape[0]} packets per add(); got {count}")
@@ -259,6 +270,7 @@ class ShotAssembler:
             self.meta,
             self.counters,
             self._ready,
+            self.accepted,
             self.window,
         )
         return self._ready[:n]

@@ -445,6 +445,30 @@ def test_every_packet_is_counted_exactly_once() -> None:
     assert balanced(asm)
 
 
+def test_accepted_marks_exactly_the_rounds_taken_into_shots() -> None:
+    asm = make(window=2)
+    a, b = shot_packets(0, 0), shot_packets(1, 3)
+    packets = [
+        a[1],  # round 1 first: accepted (rounds may arrive in any order)
+        a[1],  # duplicate seq
+        a[0],
+        pkt(0, 0, 20),  # the same round under a new seq: duplicate
+        b[0][:-1],  # truncated
+        eos(21),
+        a[2],  # completes shot 0
+        pkt(9, 0, 22, n_bits=2),  # bad length
+        b[1],
+    ]
+    assert feed(asm, packets) == [(0, 0)]
+    assert asm.accepted[: len(packets)].tolist() == [1, 0, 1, 0, 0, 0, 1, 0, 1]
+    asm.close(0, 0)
+    # the flags are rewritten per batch: a later, shorter batch leaves only its own
+    assert feed(asm, [a[2], b[2]]) == []
+    assert asm.accepted[:2].tolist() == [0, 1]  # a repeat (duplicate); shot 1 takes round 2
+    assert asm.accepted.dtype == np.uint8 and asm.accepted.shape == (256,)
+    assert balanced(asm)
+
+
 # -- property: arbitrary damage never crashes and always balances ----------------------------
 
 
@@ -515,10 +539,15 @@ def test_damaged_streams_never_crash_and_balance(
             )
     asm = make(num_streams=2, window=3, timeout_s=1e-6)
     seen_ready: list[int] = []
-    now = 0
+    now = n_accepted = 0
     for k in range(0, len(packets), batch):
         now += 1000
-        for st, sl in feed(asm, packets[k : k + batch], now=now):
+        before = asm.counts()["rounds_accepted"]
+        ready = feed(asm, packets[k : k + batch], now=now)
+        got = int(asm.accepted[: len(packets[k : k + batch])].sum())
+        assert got == asm.counts()["rounds_accepted"] - before  # one flag per accepted round
+        n_accepted += got
+        for st, sl in ready:
             assert asm.received[st, sl].all()
             seen_ready.append(asm.shot(st, sl))
             asm.close(st, sl)
@@ -533,6 +562,7 @@ def test_damaged_streams_never_crash_and_balance(
     assert balanced(asm), c
     assert all(v >= 0 for v in c.values())
     assert c["rounds_accepted"] >= 3 * len(seen_ready)
+    assert n_accepted == c["rounds_accepted"]
 
 
 def test_an_undamaged_stream_assembles_every_shot() -> None:
