@@ -1,7 +1,8 @@
 """qhil.host: the decoder service, the closed-loop runner, its configuration, report and CLI.
 
 - ``DecoderService``: rounds in from the bridge, shots assembled and decoded,
-  corrections out; ``Decoder`` is the interface a decoder plugs into.
+  corrections out; ``Decoder`` is the interface a decoder plugs into,
+  ``StreamingDecoder`` the one for decoders fed round by round.
 - ``run_loop``: the closed loop on one machine (front end here, decoder in a
   spawned process); ``RunConfig``: its TOML/CLI configuration.
 - ``RunReport``: the measured outcome; ``main``: the ``qhil`` command.
@@ -16,6 +17,7 @@ from qhil.host._decoders import (
     DECODERS,
     Decoder,
     PyMatchingDecoder,
+    StreamingDecoder,
     make_decoder,
     register_decoder,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "RunReport",
     "ServiceConfig",
     "ShotAssembler",
+    "StreamingDecoder",
     "build_circuit",
     "machine_description",
     "main",

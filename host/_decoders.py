@@ -4,6 +4,12 @@ A decoder turns whole shots of detection events into logical-frame flips.
 The service never knows which decoder it runs: the pre-decoder pipeline
 registers under its own name and the loop stays as it is.
 
+A decoder that can work on rounds while a shot is still arriving also
+implements ``StreamingDecoder``: the service then hands it every round it
+accepted, as the raw packet, the moment it arrives, and later asks for the
+finished shots by (stream, shot) instead of calling ``decode_batch``. Other
+decoders pay nothing for this: the service checks once, when it starts.
+
 >>> import stim
 >>> circuit = stim.Circuit.generated(
 ...     "surface_code:rotated_memory_z", distance=3, rounds=3, after_clifford_depolarization=0.001)
@@ -20,13 +26,20 @@ ValueError: unknown decoder 'mwpm'; choose one of: pymatching, pymatching-correl
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pymatching
 import stim
 
-__all__ = ["DECODERS", "Decoder", "PyMatchingDecoder", "make_decoder", "register_decoder"]
+__all__ = [
+    "DECODERS",
+    "Decoder",
+    "PyMatchingDecoder",
+    "StreamingDecoder",
+    "make_decoder",
+    "register_decoder",
+]
 
 
 class Decoder(Protocol):
@@ -46,6 +59,63 @@ class Decoder(Protocol):
         Returns:
             bool[shots, num_observables].
         """
+        ...
+
+
+@runtime_checkable
+class StreamingDecoder(Decoder, Protocol):
+    """A decoder fed round by round, as the syndrome packets arrive.
+
+    The service calls, from its one thread:
+
+    - ``on_round(packet)`` for each packet the assembler accepted as a round of
+      an open shot, in arrival order, before it asks for any shot that round
+      completes. Rounds may arrive out of order, or belong to a shot the
+      service later gives up; the decoder must cope with both.
+    - ``decode_streamed(streams, shots, dets)`` once those shots are complete on
+      the host. ``dets`` is the host's assembled copy of the same shots, for the
+      decoder's use only where its own stream could not finish a shot (for
+      example rounds that arrived out of order); a streaming decoder never needs
+      it on the normal path. Raising marks these shots DECODER_ERROR.
+    - ``abandon(stream, shot)`` when the service gives a shot up as INCOMPLETE
+      (rounds missing), so the decoder can drop whatever it holds for it.
+    - ``streaming_counts()`` at the end of a run: the decoder's own account,
+      merged into ``HostStats.decoder_counts``.
+
+    ``on_round`` must be cheap and must not raise for a runtime failure (a dead
+    GPU kernel): record it and raise it from ``decode_streamed``.
+    """
+
+    def on_round(self, packet: np.ndarray) -> None:
+        """Take one syndrome packet.
+
+        Args:
+            packet: uint8[length], the raw wire-v1 bytes exactly as received; a
+                view into the service's receive buffer, valid only during the call.
+        """
+        ...
+
+    def decode_streamed(
+        self, streams: np.ndarray, shots: np.ndarray, dets: np.ndarray
+    ) -> np.ndarray:
+        """The logical-frame flips of shots whose rounds were all streamed.
+
+        Args:
+            streams, shots: int64[n], the shots' stream ids and wire shot numbers.
+            dets: uint8[n, num_detectors], the host's assembled detection events of
+                the same shots (stim order); a fallback only.
+
+        Returns:
+            bool[n, num_observables].
+        """
+        ...
+
+    def abandon(self, stream: int, shot: int) -> None:
+        """Forget a shot the service reported INCOMPLETE."""
+        ...
+
+    def streaming_counts(self) -> dict[str, int]:
+        """Counters of the streaming path by name (all >= 0)."""
         ...
 
 

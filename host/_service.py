@@ -5,6 +5,14 @@ shots that became ready in one ``decode_batch`` call (batching is free when
 the loop falls behind and costs nothing when it keeps up), and send one
 correction per shot. A shot that cannot complete gets an INCOMPLETE correction
 naming the rounds that arrived, so the front end knows at once why it is lost.
+
+A ``StreamingDecoder`` (checked once, when the loop starts) is handed each
+round the assembler accepted, as its raw packet, right after the batch that
+carried it was assembled, so it works on a shot while the shot is still
+arriving; ready shots are then asked for by (stream, shot) with
+``decode_streamed`` instead of ``decode_batch``, and shots given up are
+``abandon``-ed. Every other decoder takes exactly the batch path above: no
+per-packet call is made for it.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from qhil.bridge import (
 )
 from qhil.fpga import DetectorProgram
 from qhil.host._assembler import ShotAssembler
-from qhil.host._decoders import Decoder, make_decoder
+from qhil.host._decoders import Decoder, StreamingDecoder, make_decoder
 from qhil.host._stats import Percentiles
 
 __all__ = ["DecoderService", "HostStats", "ServiceConfig"]
@@ -76,6 +84,12 @@ class HostStats:
     ``service_ns`` is, per decoded shot, the time from its last round's
     receipt to its correction being sent; ``decode_ns_per_shot`` is the
     decoder's time divided evenly over each batch's shots.
+
+    With a ``StreamingDecoder`` (``streaming``), ``rounds_streamed`` counts the
+    rounds handed to its ``on_round`` and ``rounds_stream_failed`` those whose
+    call raised (the error is in ``first_decoder_error``); together they equal
+    ``rounds_accepted``. ``decoder_counts`` is the decoder's own account
+    (``streaming_counts()``); empty otherwise.
     """
 
     decoder: str
@@ -94,10 +108,16 @@ class HostStats:
     service_ns: Percentiles
     decode_ns_per_shot: Percentiles
     first_decoder_error: str = ""
+    streaming: bool = False
+    rounds_streamed: int = 0
+    rounds_stream_failed: int = 0
+    decoder_counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stopped_by not in _STOP_REASONS:
             raise ValueError(f"stopped_by must be one of {_STOP_REASONS}; got {self.stopped_by!r}")
+        if not self.streaming and (self.rounds_streamed or self.rounds_stream_failed):
+            raise ValueError("rounds_streamed/rounds_stream_failed need streaming=True")
 
     def check_balanced(self) -> None:
         """Raise unless every accepted round is in a decoded, incomplete or still-open shot."""
@@ -111,6 +131,12 @@ class HostStats:
             raise AssertionError(
                 f"host ledger does not balance: accepted {self.counts['rounds_accepted']} rounds, "
                 f"accounted for {accounted}"
+            )
+        streamed = self.rounds_streamed + self.rounds_stream_failed
+        if self.streaming and streamed != self.counts["rounds_accepted"]:
+            raise AssertionError(
+                f"streaming ledger does not balance: accepted {self.counts['rounds_accepted']} "
+                f"rounds, handed {streamed} to the decoder's on_round"
             )
 
 
@@ -138,7 +164,10 @@ class DecoderService:
         )
 
     def warm_up(self) -> None:
-        """Compile every numba path and run one decode, so the first real shot is not slow."""
+        """Compile every numba path and run one decode, so the first real shot is not slow.
+
+        A ``StreamingDecoder`` is not called: a made-up shot would enter its stream.
+        """
         from qhil.bridge._transport import packet_buffers
 
         loop = _Loop(self, _NullSender())
@@ -146,7 +175,10 @@ class DecoderService:
         loop.asm.add(buf, lengths, 1, 0)
         loop.asm.expired(0)
         ready = np.zeros((1, 2), dtype=np.int64)
-        loop.decode(ready)
+        if loop.stream is None:
+            loop.decode(ready)
+        else:  # no made-up shot for a streaming decoder (it warms itself up when built)
+            loop.stream = None
         loop.give_up(ready)
         loop.send_end_of_stream()
 
@@ -179,6 +211,8 @@ class DecoderService:
             now = time.monotonic_ns()
             if n:
                 ready = asm.add(buf, lengths, n, now)
+                if loop.stream is not None:
+                    loop.forward(buf, lengths, n)
                 if len(ready):
                     loop.decode(ready)
             if eos_at == 0 and asm.end_of_stream_seen:
@@ -234,6 +268,21 @@ class _Loop:
         self.service_ns: list[np.ndarray] = []
         self.decode_ns: list[np.ndarray] = []
         self.first_error = ""
+        dec = service.decoder
+        self.stream: StreamingDecoder | None = dec if isinstance(dec, StreamingDecoder) else None
+        self.streamed = self.stream_failed = 0
+
+    def forward(self, buf: np.ndarray, lengths: np.ndarray, count: int) -> None:
+        """Hand the streaming decoder each packet of the last ``add`` that was accepted."""
+        assert self.stream is not None
+        on_round = self.stream.on_round
+        for i in np.flatnonzero(self.asm.accepted[:count]):
+            try:
+                on_round(buf[i, : lengths[i]])
+                self.streamed += 1
+            except Exception as ex:  # its shots then fall to decode_streamed's handling
+                self.stream_failed += 1
+                self.first_error = self.first_error or f"on_round: {type(ex).__name__}: {ex}"
 
     def _send(self, length: int) -> None:
         if not self.tx.send(self.packet[:length], timeout_s=self.service.config.send_timeout_s):
@@ -276,7 +325,11 @@ class _Loop:
             dets = self.asm.dets[streams, slots]
         t0 = time.monotonic_ns()
         try:
-            obs = self.service.decoder.decode_batch(dets)
+            if self.stream is not None:  # its rounds are in already: ask by (stream, shot)
+                shots = self.asm.slot_shot[streams, slots]
+                obs = self.stream.decode_streamed(streams, shots, dets)
+            else:
+                obs = self.service.decoder.decode_batch(dets)
             status = CorrectionStatus.DECODED
         except Exception as ex:
             self.first_error = self.first_error or f"{type(ex).__name__}: {ex}"
@@ -323,6 +376,11 @@ class _Loop:
             )
             self.incomplete += 1
             self.rounds_incomplete += int(np.count_nonzero(got))
+            if self.stream is not None:
+                try:
+                    self.stream.abandon(int(st), self.asm.shot(st, slot))
+                except Exception as ex:  # the INCOMPLETE correction went out regardless
+                    self.first_error = self.first_error or f"abandon: {type(ex).__name__}: {ex}"
             self.asm.close(st, slot)
 
     def send_end_of_stream(self) -> None:
@@ -344,6 +402,7 @@ class _Loop:
         self._send(n)
 
     def stats(self, stopped_by: str) -> HostStats:
+        decoder_counts = self._decoder_counts()  # first: it may record an error
         asm = self.asm
         open_rounds = int(np.count_nonzero(asm.received[asm.slot_shot >= 0]))
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
@@ -364,4 +423,17 @@ class _Loop:
             service_ns=Percentiles.of(cat(self.service_ns)),
             decode_ns_per_shot=Percentiles.of(cat(self.decode_ns)),
             first_decoder_error=self.first_error,
+            streaming=self.stream is not None,
+            rounds_streamed=self.streamed,
+            rounds_stream_failed=self.stream_failed,
+            decoder_counts=decoder_counts,
         )
+
+    def _decoder_counts(self) -> dict[str, int]:
+        if self.stream is None:
+            return {}
+        try:
+            return dict(self.stream.streaming_counts())
+        except Exception as ex:  # the run's own account still goes back
+            self.first_error = self.first_error or f"streaming_counts: {type(ex).__name__}: {ex}"
+            return {}

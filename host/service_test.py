@@ -450,3 +450,141 @@ def test_a_raising_decoder_loses_rounds_at_the_front_end(
     res.check_nothing_lost_silently()
     out["s"].check_balanced()
     assert out["s"].shots_decoder_error == 10
+
+
+# -- streaming decoders -----------------------------------------------------------------------
+
+
+class SpyStreamer:
+    """A StreamingDecoder that assembles its own shots from the packets it is handed and
+    decodes them with PyMatching; it never looks at the host's ``dets``."""
+
+    name = "spy"
+    num_observables = 1
+
+    def __init__(self, circuit: stim.Circuit, program: DetectorProgram, fail_on: int = -1) -> None:
+        self.inner = make_decoder("pymatching", circuit)
+        self.num_detectors = circuit.num_detectors
+        self.program = program
+        self.fail_on = fail_on  # on_round raises for this round number
+        self.packets: list[bytes] = []
+        self.shots: dict[tuple[int, int], np.ndarray] = {}
+        self.rounds: dict[tuple[int, int], int] = {}
+        self.asked: list[tuple[int, int]] = []
+        self.abandoned: list[tuple[int, int]] = []
+        self.batch_calls = 0
+
+    def decode_batch(self, dets: np.ndarray) -> np.ndarray:
+        self.batch_calls += 1
+        return self.inner.decode_batch(dets)
+
+    def on_round(self, packet: np.ndarray) -> None:
+        p = SyndromePacket.decode(bytes(packet))
+        if p.round == self.fail_on:
+            raise RuntimeError("spy refuses this round")
+        self.packets.append(bytes(packet))
+        lo, hi = self.program.det_offsets[p.round], self.program.det_offsets[p.round + 1]
+        shot = self.shots.setdefault((p.stream_id, p.shot), np.zeros(self.num_detectors, np.uint8))
+        shot[lo:hi] = p.bits
+        self.rounds[p.stream_id, p.shot] = self.rounds.get((p.stream_id, p.shot), 0) + 1
+
+    def decode_streamed(
+        self, streams: np.ndarray, shots: np.ndarray, dets: np.ndarray
+    ) -> np.ndarray:
+        keys = [(int(a), int(b)) for a, b in zip(streams, shots, strict=True)]
+        self.asked += keys
+        if any(self.rounds[k] != len(self.program.bits_per_round) for k in keys):
+            raise RuntimeError("a round is missing")
+        return self.inner.decode_batch(np.stack([self.shots.pop(k) for k in keys]))
+
+    def abandon(self, stream: int, shot: int) -> None:
+        self.abandoned.append((stream, shot))
+        self.shots.pop((stream, shot), None)
+
+    def streaming_counts(self) -> dict[str, int]:
+        return {"packets": len(self.packets), "batch_calls": self.batch_calls}
+
+
+def test_a_streaming_decoder_gets_each_accepted_round_as_it_arrived(
+    circuit: stim.Circuit, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    from qhil.host import StreamingDecoder
+
+    spy = SpyStreamer(circuit, program)
+    assert isinstance(spy, StreamingDecoder)
+    assert not isinstance(make_decoder("pymatching", circuit), StreamingDecoder)
+    svc = DecoderService(spy, program, config=ServiceConfig(assembly_timeout_s=60.0))
+    svc.warm_up()
+    assert spy.packets == spy.asked == spy.abandoned == [] and spy.batch_calls == 0
+    with link() as ln:
+        want: list[bytes] = []
+        for s in range(6):
+            want += [p.encode() for p in ln.shot(dets, program, s, rounds=(1, 0, 2))]
+        want += [p.encode() for p in ln.shot(dets, program, 6, rounds=(0, 1))]  # never completes
+        dup = ln.round(dets, program, 0, 1)  # shot 0's round again: stale or duplicate
+        ln.send(b"QSYN garbage")
+        ln.send(dup.encode())  # a repeated seq: duplicate
+        ln.eos()
+        stats = serve(svc, ln)
+        corr = ln.corrections()
+    assert spy.packets == want  # the accepted rounds, in arrival order, byte for byte
+    assert spy.batch_calls == 0
+    assert spy.asked == [(0, s) for s in range(6)]
+    assert spy.abandoned == [(0, 6)]
+    by_shot = {c.shot: c for c in corr if not c.flags}
+    expected = make_decoder("pymatching", circuit).decode_batch(dets[:6].astype(np.uint8))
+    for s in range(6):
+        assert by_shot[s].status == CorrectionStatus.DECODED
+        assert by_shot[s].obs.tolist() == expected[s].tolist()
+    assert by_shot[6].status == CorrectionStatus.INCOMPLETE
+    assert stats.streaming and stats.rounds_streamed == stats.counts["rounds_accepted"] == 20
+    assert stats.rounds_stream_failed == 0
+    assert stats.decoder_counts == {"packets": 20, "batch_calls": 0}
+    # (stale if shot 0 was closed by then, else a duplicate round) + the repeated seq
+    assert stats.counts["stale"] + stats.counts["duplicate"] == 2
+    stats.check_balanced()
+
+
+def test_a_failing_on_round_is_counted_and_its_shot_still_answered(
+    circuit: stim.Circuit, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    spy = SpyStreamer(circuit, program, fail_on=2)  # the last round never reaches it
+    svc = DecoderService(spy, program, config=ServiceConfig())
+    with link() as ln:
+        ln.shot(dets, program, 0)
+        ln.eos()
+        stats = serve(svc, ln)
+        corr = ln.corrections()
+    assert corr[0].status == CorrectionStatus.DECODER_ERROR  # the spy never got round 2
+    assert stats.rounds_streamed == 2 and stats.rounds_stream_failed == 1
+    assert stats.first_decoder_error == "on_round: RuntimeError: spy refuses this round"
+    stats.check_balanced()
+
+
+def test_a_batch_decoder_never_takes_the_per_packet_path(
+    service: DecoderService,
+    dets: np.ndarray,
+    program: DetectorProgram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qhil.host import _service
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError("forward() called for a decoder that does not stream")
+
+    monkeypatch.setattr(_service._Loop, "forward", forbidden)
+    with link() as ln:
+        for s in range(3):
+            ln.shot(dets, program, s)
+        ln.eos()
+        stats = serve(service, ln)
+    assert stats.shots_decoded == 3
+    assert not stats.streaming and stats.rounds_streamed == 0 and stats.decoder_counts == {}
+
+
+def test_host_stats_streaming_ledger() -> None:
+    _stats(streaming=True, rounds_streamed=9, rounds_stream_failed=1).check_balanced()
+    with pytest.raises(AssertionError, match="handed 9 to the decoder's on_round"):
+        _stats(streaming=True, rounds_streamed=9).check_balanced()
+    with pytest.raises(ValueError, match="need streaming=True"):
+        _stats(rounds_streamed=1)

@@ -68,6 +68,7 @@ from qhil.bridge._gpu_ring import (
     H_T_FPGA,
     STATE_EXITED,
     STATE_RUNNING,
+    W_COUNTERS,
     W_SHUTDOWN,
     W_STALL,
     MappedRingSpec,
@@ -78,7 +79,7 @@ from qhil.bridge._gpu_sender import GpuPacketSender, SyndromeRounds
 from qhil.bridge._wire import CorrectionStatus
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
-from qhil.kernels._persistent_kernel import COUNTER_NAMES, streaming_kernel
+from qhil.kernels._persistent_kernel import C_PACKETS, COUNTER_NAMES, streaming_kernel
 from qhil.kernels._persistent_tables import D_STREAM, StreamTables, build_tables
 
 __all__ = [
@@ -389,6 +390,16 @@ class PersistentPreDecoder:
         """
         words = self.ring.counter_words()
         return {name: int(words[i]) for i, name in COUNTER_NAMES.items()}
+
+    @property
+    def packets_processed(self) -> int:
+        """Packets the kernel has finished with (its ``packets`` counter, acquire-loaded).
+
+        Every result the kernel emitted while processing them is published before
+        this count moves past them: read this, then :meth:`poll` until a call returns
+        fewer than ``n_slots`` results, and every such result has been seen.
+        """
+        return self.ring.word(W_COUNTERS + C_PACKETS)
 
     @property
     def in_flight(self) -> int:

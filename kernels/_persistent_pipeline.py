@@ -2,34 +2,59 @@
 
 ``qhil run --decoder predecoder --backend cuda-persistent`` uses it. The
 pre-decoder kernel (``PersistentPreDecoder``) is launched ONCE, when the decoder
-is built; then each ``decode_batch`` call
-
-1. cuts its shots into wire-v1 syndrome packets, one per round, and writes them
-   straight into the kernel's mapped input ring in one compiled call per ring's
-   worth (``GpuPacketSender``), waiting for room while the ring is full: the
-   kernel frees slots as it takes packets, and the collector below keeps
-   draining results so it never blocks. The kernel streams each round as it
-   lands;
-2. waits while a host *collector* thread polls the mapped output ring, runs
-   PyMatching on each batch of residuals as it arrives (overlapping the
-   kernel's work on later shots) and files ``obs_flip ^ PyMatching(residual)``
-   under the shot's id;
-3. returns the predictions in submission order.
-
+is built. A host *collector* thread polls the kernel's mapped output ring, runs
+PyMatching on each batch of residuals as it arrives (overlapping the kernel's
+work on later shots) and files ``obs_flip ^ PyMatching(residual)`` per shot.
 The result is exactly ``PreDecodedMatching``'s (same model, same threshold):
-the kernel reproduces ``PreDecoder.predecode`` bit for bit.
+the kernel reproduces ``PreDecoder.predecode`` bit for bit. Two ways in, and
+one decoder uses one of them for its whole life (mixing them raises):
 
-The service hands this decoder whole shots (it assembles rounds on the host),
-so the per-round streaming saves no latency here yet: that needs the bridge to
-forward each round's packet as it arrives (``benchmarks/gpu.py`` measures that
-path directly). A shot the kernel returns INCOMPLETE cannot happen on this
-path (its packets are whole and in order); if it does, it is a failure.
+**Streaming** (``qhil.host.StreamingDecoder``; the decoder service uses it).
+``on_round(packet)`` writes each round's raw wire-v1 packet into the kernel's
+mapped input ring the moment the service accepted it (``GpuPacketSender``;
+waiting for room while the ring is full, at most ``forward_timeout_s``), so the
+kernel computes on a shot while it is still arriving and only the last round's
+work is left when the shot completes. ``decode_streamed(streams, shots, dets)``
+then waits for the collector to file those shots' results, keyed by the
+(stream, shot) their packets carried; it never re-sends detection events.
+
+What happens off the happy path (nothing is lost silently, nothing hangs):
+
+- *The kernel could not finish a shot the host completed.* The kernel takes
+  rounds strictly in order (it computes on each as it lands); the host's
+  assembler also takes rounds that arrive out of order. Such a shot comes
+  back INCOMPLETE from the kernel, or never opens there (its round 0 arrived
+  late). ``decode_streamed`` knows no result will come once a later shot's
+  result arrived (the kernel emits results in shot order) or the kernel has
+  processed every packet forwarded so far (``packets_processed``) and the
+  collector drained the ring after that; it then decodes the host's copy,
+  ``dets``, with the same pre-decoder on the CPU (``fallback``, bit for bit
+  the kernel's arithmetic) and counts it in ``shots_fallback``. Shots of a
+  stream other than the kernel's take that path at once.
+- *The host gave a shot up* (INCOMPLETE: rounds missing). ``abandon`` drops
+  its result if it is filed, or marks it so the collector drops it on arrival
+  (the kernel emits it INCOMPLETE when the next shot opens, at end of stream
+  or at shutdown). Counted in ``shots_abandoned``.
+- *A packet the kernel rejects* (it judges seq and round order itself) is
+  counted by the kernel under its ``Reason`` (``kernel_*`` in
+  ``streaming_counts()``); its shot then takes one of the two paths above.
+- *A packet that cannot be forwarded* (the ring stayed full for
+  ``forward_timeout_s``, or the kernel failed) is counted in
+  ``rounds_not_forwarded``; its shot falls back as above, or, once the kernel
+  failed, ``decode_streamed`` raises.
+
+**Batch** (``decode_batch(dets)``, for benchmarks and direct use) cuts whole
+shots into per-round packets with the decoder's own shot ids and seq numbers,
+pushes them into the ring in one compiled call per ring's worth, and returns
+the predictions in submission order. Its packets are whole and in order, so a
+shot the kernel returns INCOMPLETE is a failure there.
 
 A kernel the watchdog finds stalled (``KernelStalled``) or one that failed turns
-into a ``RuntimeError`` from ``decode_batch`` naming the failure; the decoder is
-unusable from then on. ``close()`` (also the context manager, a
-``weakref.finalize`` when the object is collected, and interpreter exit) sets
-the kernel's shutdown flag, waits for it to exit and stops the collector.
+into a ``RuntimeError`` from ``decode_batch`` / ``decode_streamed`` naming the
+failure; the decoder is unusable from then on. ``close()`` (also the context
+manager, a ``weakref.finalize`` when the object is collected, and interpreter
+exit) sets the kernel's shutdown flag, waits for it to exit and stops the
+collector.
 
 Without a GPU the backend is refused with the reason and the fix, unless
 ``NUMBA_ENABLE_CUDASIM=1`` was set before Numba's CUDA target was imported: the
@@ -51,7 +76,9 @@ import stim
 
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
-from qhil.kernels._predecoder import resolve_model
+from qhil.kernels._persistent_tables import D_STREAM
+from qhil.kernels._pipeline import PreDecodedMatching
+from qhil.kernels._predecoder import PreDecoder, available_backends, resolve_model
 
 __all__ = ["PersistentPreDecodedMatching", "persistent_available"]
 
@@ -109,6 +136,10 @@ def persistent_available() -> tuple[bool, str]:
         return False, f"the CUDA device is unusable ({type(ex).__name__}: {ex}){late}"
 
 
+_FALLBACK_BACKENDS = ("auto", "numba", "numpy")
+_NO_RESULT = object()
+
+
 class _Shared:
     """State the collector thread and the finalizer share; never refers to the decoder."""
 
@@ -117,8 +148,16 @@ class _Shared:
         self.matching = matching
         self.n_obs = n_obs
         self.cv = threading.Condition()
-        self.done: dict[int, np.ndarray] = {}  # shot id -> bool[n_obs], filled by the collector
+        self.mode: str | None = None  # "batch" or "stream", fixed by the first use
+        # batch mode: shot id -> bool[n_obs], filled by the collector
+        self.done: dict[int, np.ndarray] = {}
         self.floor = 0  # ids below this were abandoned (an interrupted call): not filed
+        # stream mode: (stream, shot) -> bool[n_obs], or None where the kernel said INCOMPLETE
+        self.streamed: dict[tuple[int, int], np.ndarray | None] = {}
+        self.dropped: set[tuple[int, int]] = set()  # abandoned before their result came
+        self.last_shot = -1  # newest shot with a result (the kernel emits them in shot order)
+        self.drained = 0  # packets the kernel processed whose results are all filed
+        self.records_incomplete = 0
         self.error: BaseException | None = None  # the collector's failure, sticky
         self.wake = threading.Event()  # decode_batch -> collector: shots are in flight
         self.closing = threading.Event()
@@ -131,38 +170,78 @@ class _Shared:
 def _collect(s: _Shared, poll_sleep_s: float) -> None:
     """The collector thread: poll results, match residuals, file predictions by shot id."""
     pd = s.pd
+    n_slots = pd.ring.spec.n_slots
     try:
         while not s.closing.is_set():
-            if pd.in_flight == 0:
+            if pd.in_flight <= 0 and pd.ring.pushed <= s.drained:
                 s.wake.wait(0.05)
-                s.wake.clear()  # anything pushed before this is counted in in_flight
+                s.wake.clear()  # anything pushed before this shows in in_flight / pushed
                 continue
+            processed = pd.packets_processed  # before the poll: their results are all in it
             results = pd.poll()  # raises the kernel's recorded error once drained
+            if s.mode == "stream":
+                _file_streamed(s, results, processed if len(results) < n_slots else None)
+            elif results:
+                _file_batch(s, results)
             if not results:
                 time.sleep(poll_sleep_s)  # also lets other Python threads run
-                continue
-            for r in results:
-                if not r.decoded:
-                    bad = {k: v for k, v in pd.counters().items() if v and k != "packets"}
-                    raise RuntimeError(
-                        f"the kernel returned shot {r.shot_id} {r.status.name} after {r.rounds} "
-                        f"of {pd.tables.rounds} rounds (kernel counters: {bad})"
-                    )
-            residual = np.stack([r.residual for r in results]).astype(np.uint8)
-            obs_flip = np.stack([r.obs_flip for r in results])
-            rest = s.matching.decode_batch(residual)
-            pred = obs_flip ^ np.asarray(rest, dtype=bool).reshape(len(results), s.n_obs)
-            with s.cv:
-                for r, p in zip(results, pred, strict=True):
-                    if r.shot_id >= s.floor:
-                        s.done[r.shot_id] = p
-                s.cv.notify_all()
     except BaseException as ex:  # recorded; decode_batch reports it
         if s.closing.is_set():
             return  # close() stopped the kernel under a poll: not a failure
         with s.cv:
             s.error = ex
             s.cv.notify_all()
+
+
+def _match(s: _Shared, results: list[Any]) -> np.ndarray:
+    """bool[len(results), n_obs]: ``obs_flip ^ PyMatching(residual)`` of DECODED results."""
+    residual = np.stack([r.residual for r in results]).astype(np.uint8)
+    obs_flip = np.stack([r.obs_flip for r in results])
+    rest = s.matching.decode_batch(residual)
+    return obs_flip ^ np.asarray(rest, dtype=bool).reshape(len(results), s.n_obs)
+
+
+def _file_batch(s: _Shared, results: list[Any]) -> None:
+    for r in results:
+        if not r.decoded:
+            bad = {k: v for k, v in s.pd.counters().items() if v and k != "packets"}
+            raise RuntimeError(
+                f"the kernel returned shot {r.shot_id} {r.status.name} after {r.rounds} "
+                f"of {s.pd.tables.rounds} rounds (kernel counters: {bad})"
+            )
+    pred = _match(s, results)
+    with s.cv:
+        for r, p in zip(results, pred, strict=True):
+            if r.shot_id >= s.floor:
+                s.done[r.shot_id] = p
+        s.cv.notify_all()
+
+
+def _file_streamed(s: _Shared, results: list[Any], processed: int | None) -> None:
+    """File stream-mode results by (stream, shot); ``processed``: all of theirs are in."""
+    if not results and (processed is None or processed <= s.drained):
+        return
+    keep = [r for r in results if r.decoded]
+    pred = _match(s, keep) if keep else None
+    with s.cv:
+        k = 0
+        for r in results:
+            key = (r.stream, r.shot_id)
+            s.last_shot = max(s.last_shot, r.shot_id)
+            value = None
+            if r.decoded:
+                value, k = pred[k], k + 1  # type: ignore[index]
+            else:
+                s.records_incomplete += 1
+            if key in s.dropped:
+                s.dropped.discard(key)
+            else:
+                s.streamed[key] = value
+        if s.dropped and results:  # results come in shot order: older ones never will
+            s.dropped = {key for key in s.dropped if key[1] > s.last_shot}
+        if processed is not None:
+            s.drained = max(s.drained, processed)
+        s.cv.notify_all()
 
 
 def _shutdown(s: _Shared, timeout_s: float = 5.0) -> Any:
@@ -188,7 +267,9 @@ class PersistentPreDecodedMatching:
     """``obs_flip ^ PyMatching(residual)`` with the pre-decoder as a persistent GPU kernel.
 
     Build with :meth:`from_circuit`; release with :meth:`close` (or ``with``).
-    ``decode_batch`` may be called from one thread at a time (calls are serialized).
+    ``decode_batch`` may be called from one thread at a time (calls are serialized);
+    the streaming methods (``on_round``, ``decode_streamed``, ``abandon``) from one
+    thread, the decoder service's.
     """
 
     name = "predecoder"
@@ -200,10 +281,24 @@ class PersistentPreDecodedMatching:
         matching: pymatching.Matching,
         *,
         num_observables: int,
+        fallback: Any = None,
+        forward_timeout_s: float = 1.0,
         poll_sleep_s: float | None = None,
     ) -> None:
         self.predecoder = predecoder  # a started qhil.kernels._persistent.PersistentPreDecoder
         self.matching = matching
+        # Decodes, on the CPU, shots the kernel could not finish (PreDecodedMatching or None).
+        self.fallback = fallback
+        self.forward_timeout_s = forward_timeout_s
+        self._counts = dict.fromkeys(
+            ("rounds_forwarded", "rounds_not_forwarded", "shots_kernel", "shots_fallback",
+             "shots_abandoned", "batch_calls"), 0,
+        )  # fmt: skip
+        self._kernel_stream = int(predecoder.tables.dims[D_STREAM])
+        from qhil.bridge._transport import TransportClosed
+        from qhil.kernels._persistent import PersistentKernelError  # loaded: the kernel runs
+
+        self._forward_errors = (PersistentKernelError, TransportClosed)
         self.num_detectors = int(predecoder.tables.num_detectors)
         self.num_observables = num_observables
         self.simulated = bool(predecoder.simulated)
@@ -232,6 +327,8 @@ class PersistentPreDecodedMatching:
         watchdog_s: float = 2.0,
         n_slots: int = 256,
         threads: int | None = None,
+        fallback_backend: str = "auto",
+        forward_timeout_s: float = 1.0,
     ) -> PersistentPreDecodedMatching:
         """Lay the pre-decoder out for ``circuit`` and launch its persistent kernel.
 
@@ -242,11 +339,21 @@ class PersistentPreDecodedMatching:
             watchdog_s: heartbeat silence after which the kernel counts as stalled.
             n_slots: slots per ring direction (a power of two >= 2).
             threads: threads of the kernel's block (``PersistentPreDecoder.start``'s default).
+            fallback_backend: the CPU pre-decoder for streamed shots the kernel could
+                not finish: "numba", "numpy", or "auto" (numba where it imports).
+                Never a GPU backend: it would queue behind the persistent kernel.
+            forward_timeout_s: how long ``on_round`` waits for room in the input ring.
 
         Raises:
             RuntimeError: the persistent kernel cannot run here (no GPU, no Numba CUDA),
                 with the reason and what to do instead.
         """
+        if fallback_backend not in _FALLBACK_BACKENDS:
+            raise ValueError(
+                f"fallback_backend={fallback_backend!r}; choose one of {_FALLBACK_BACKENDS}"
+            )
+        if not forward_timeout_s > 0:
+            raise ValueError(f"forward_timeout_s must be > 0; got {forward_timeout_s!r}")
         ok, why = persistent_available()
         if not ok:
             raise RuntimeError(
@@ -259,12 +366,24 @@ class PersistentPreDecodedMatching:
         qmodel = resolve_model(model)
         dem = circuit.detector_error_model(decompose_errors=True)
         matching = pymatching.Matching.from_detector_error_model(dem)
+        if fallback_backend == "auto":
+            cpu = [b for b in available_backends() if b in _FALLBACK_BACKENDS]
+            fallback_backend = cpu[0] if cpu else "numpy"
+        fallback = PreDecodedMatching(  # its own Matching: the collector thread uses the other
+            PreDecoder(geometry, qmodel, fallback_backend, threshold=threshold),
+            pymatching.Matching.from_detector_error_model(dem),
+            num_observables=circuit.num_observables,
+        )
+        fallback.decode_batch(np.zeros((1, circuit.num_detectors), dtype=np.uint8))  # compile
         pd = PersistentPreDecoder.start(
             geometry, qmodel, n_slots=n_slots, threads=threads, watchdog_s=watchdog_s,
             threshold=threshold,
         )  # fmt: skip
         try:
-            return cls(pd, matching, num_observables=circuit.num_observables)
+            return cls(
+                pd, matching, num_observables=circuit.num_observables, fallback=fallback,
+                forward_timeout_s=forward_timeout_s,
+            )  # fmt: skip
         except BaseException:
             pd.stop()
             raise
@@ -286,6 +405,20 @@ class PersistentPreDecodedMatching:
         t = s.thread
         if t is None or not t.is_alive():
             raise RuntimeError("the persistent pre-decoder's collector thread is not running")
+
+    def _enter(self, mode: str) -> None:
+        """Fix this decoder's mode on first use; refuse the other one afterwards."""
+        s = self._s
+        if s.mode == mode:
+            return
+        if s.mode is not None:
+            raise RuntimeError(
+                f"this decoder is in {s.mode!r} mode and cannot switch to {mode!r}: the kernel "
+                "takes one packet stream, and batch shots (the decoder's own shot ids and seq "
+                "numbers) would be judged stale or out of order within the streamed ones; "
+                "build a second PersistentPreDecodedMatching for the other use"
+            )
+        s.mode = mode
 
     def _submit(self, first_id: int, dets: np.ndarray) -> None:
         from qhil.kernels._persistent import PersistentKernelError
@@ -317,6 +450,8 @@ class PersistentPreDecodedMatching:
         s = self._s
         with self._submit_lock:
             self._check()
+            self._enter("batch")
+            self._counts["batch_calls"] += 1
             base = self._next_id
             self._next_id += n
             with s.cv:  # results of an earlier, interrupted call are never asked for
@@ -336,6 +471,99 @@ class PersistentPreDecodedMatching:
                     for i in range(n):
                         s.done.pop(base + i, None)
                 raise
+        return out
+
+    # ------------------------------------------------------------------ streaming
+
+    def on_round(self, packet: np.ndarray) -> None:
+        """Write one round's raw packet (uint8[length]) into the kernel's input ring now.
+
+        Never raises for a dead kernel or a ring that stayed full for
+        ``forward_timeout_s``: the packet is counted in ``rounds_not_forwarded``
+        and its shot is settled by ``decode_streamed`` (fallback, or the
+        kernel's error).
+        """
+        self._enter("stream")
+        s, c = self._s, self._counts
+        if s.error is not None or s.closed:
+            c["rounds_not_forwarded"] += 1
+            return
+        try:
+            ok = self.predecoder.sender.send(packet, timeout_s=self.forward_timeout_s)
+        except self._forward_errors:  # recorded by the kernel's owner; decode_streamed reports
+            ok = False
+        if ok:
+            c["rounds_forwarded"] += 1
+            s.wake.set()  # the collector polls while packets are unprocessed
+        else:
+            c["rounds_not_forwarded"] += 1
+
+    def decode_streamed(
+        self, streams: np.ndarray, shots: np.ndarray, dets: np.ndarray
+    ) -> np.ndarray:
+        """int64[n] streams and wire shot numbers -> bool[n, num_observables].
+
+        Waits for the kernel's result of each shot (filed by the collector). A
+        shot whose result cannot come (see the module docs) is decoded from
+        ``dets`` (uint8[n, num_detectors], the host's assembled copy) by the CPU
+        fallback, the same pre-decoder, and counted in ``shots_fallback``.
+        Raises RuntimeError once the kernel failed or the decoder is closed.
+        """
+        self._enter("stream")
+        self._check()
+        s, n = self._s, len(shots)
+        out = np.zeros((n, self.num_observables), dtype=bool)
+        need = self.predecoder.ring.pushed  # every round of these shots went in by now
+        missing: list[int] = []
+        with s.cv:
+            for i in range(n):
+                key = (int(streams[i]), int(shots[i]))
+                mine = key[0] == self._kernel_stream
+                while mine and key not in s.streamed:
+                    if s.drained >= need or s.last_shot > key[1]:
+                        break  # no result will come for it
+                    if s.error is not None or s.closed or not _alive(s.thread):
+                        self._check()
+                    s.cv.wait(0.1)
+                value = s.streamed.pop(key, _NO_RESULT)
+                if value is None or value is _NO_RESULT:
+                    missing.append(i)
+                    if value is _NO_RESULT and mine and key[1] > s.last_shot:
+                        s.dropped.add(key)  # the kernel holds it open: drop its record later
+                else:
+                    out[i] = value
+        if missing:
+            if self.fallback is None:
+                raise RuntimeError(
+                    f"the kernel could not finish {len(missing)} streamed shot(s) and this "
+                    "decoder has no CPU fallback; build it with from_circuit"
+                )
+            out[missing] = self.fallback.decode_batch(np.asarray(dets)[missing])
+        self._counts["shots_kernel"] += n - len(missing)
+        self._counts["shots_fallback"] += len(missing)
+        return out
+
+    def abandon(self, stream: int, shot: int) -> None:
+        """Forget a shot the host gave up: drop its result now, or when it arrives."""
+        s, key = self._s, (int(stream), int(shot))
+        self._counts["shots_abandoned"] += 1
+        with s.cv:
+            if s.streamed.pop(key, _NO_RESULT) is _NO_RESULT:
+                if key[0] == self._kernel_stream and key[1] > s.last_shot:
+                    s.dropped.add(key)
+
+    def streaming_counts(self) -> dict[str, int]:
+        """This decoder's counters, and the kernel's as ``kernel_<name>``.
+
+        ``rounds_forwarded`` + ``rounds_not_forwarded`` = ``on_round`` calls;
+        ``shots_kernel`` + ``shots_fallback`` = shots ``decode_streamed`` returned;
+        ``kernel_records_incomplete``: INCOMPLETE results the kernel emitted in
+        stream mode; ``batch_calls``: ``decode_batch`` calls. The kernel's counters
+        are exact once it is idle or stopped.
+        """
+        out = dict(self._counts)
+        out["kernel_records_incomplete"] = self._s.records_incomplete
+        out.update({f"kernel_{k}": v for k, v in self.predecoder.counters().items()})
         return out
 
     # ------------------------------------------------------------------ lifetime
