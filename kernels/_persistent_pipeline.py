@@ -42,6 +42,10 @@ What happens off the happy path (nothing is lost silently, nothing hangs):
   ``forward_timeout_s``, or the kernel failed) is counted in
   ``rounds_not_forwarded``; its shot falls back as above, or, once the kernel
   failed, ``decode_streamed`` raises.
+- *A restarted stream.* The kernel keeps the stream's seq and shot numbers for
+  its whole life, so a front end that starts again from seq 0 is judged stale
+  there and every shot takes the CPU fallback (counted); serve each session
+  with a new decoder, as ``qhil serve`` and ``qhil run`` do.
 
 **Batch** (``decode_batch(dets)``, for benchmarks and direct use) cuts whole
 shots into per-round packets with the decoder's own shot ids and seq numbers,
@@ -76,6 +80,7 @@ import stim
 
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
+from qhil.kernels._persistent_collector import NO_RESULT, Shared, alive, collect, shutdown
 from qhil.kernels._persistent_tables import D_STREAM
 from qhil.kernels._pipeline import PreDecodedMatching
 from qhil.kernels._predecoder import PreDecoder, available_backends, resolve_model
@@ -137,130 +142,6 @@ def persistent_available() -> tuple[bool, str]:
 
 
 _FALLBACK_BACKENDS = ("auto", "numba", "numpy")
-_NO_RESULT = object()
-
-
-class _Shared:
-    """State the collector thread and the finalizer share; never refers to the decoder."""
-
-    def __init__(self, predecoder: Any, matching: pymatching.Matching, n_obs: int) -> None:
-        self.pd = predecoder
-        self.matching = matching
-        self.n_obs = n_obs
-        self.cv = threading.Condition()
-        self.mode: str | None = None  # "batch" or "stream", fixed by the first use
-        # batch mode: shot id -> bool[n_obs], filled by the collector
-        self.done: dict[int, np.ndarray] = {}
-        self.floor = 0  # ids below this were abandoned (an interrupted call): not filed
-        # stream mode: (stream, shot) -> bool[n_obs], or None where the kernel said INCOMPLETE
-        self.streamed: dict[tuple[int, int], np.ndarray | None] = {}
-        self.dropped: set[tuple[int, int]] = set()  # abandoned before their result came
-        self.last_shot = -1  # newest shot with a result (the kernel emits them in shot order)
-        self.drained = 0  # packets the kernel processed whose results are all filed
-        self.records_incomplete = 0
-        self.error: BaseException | None = None  # the collector's failure, sticky
-        self.wake = threading.Event()  # decode_batch -> collector: shots are in flight
-        self.closing = threading.Event()
-        self.closed = False
-        self.report: Any = None  # the kernel's StopReport once closed
-        self.thread: threading.Thread | None = None
-        self.close_lock = threading.Lock()
-
-
-def _collect(s: _Shared, poll_sleep_s: float) -> None:
-    """The collector thread: poll results, match residuals, file predictions by shot id."""
-    pd = s.pd
-    n_slots = pd.ring.spec.n_slots
-    try:
-        while not s.closing.is_set():
-            if pd.in_flight <= 0 and pd.ring.pushed <= s.drained:
-                s.wake.wait(0.05)
-                s.wake.clear()  # anything pushed before this shows in in_flight / pushed
-                continue
-            processed = pd.packets_processed  # before the poll: their results are all in it
-            results = pd.poll()  # raises the kernel's recorded error once drained
-            if s.mode == "stream":
-                _file_streamed(s, results, processed if len(results) < n_slots else None)
-            elif results:
-                _file_batch(s, results)
-            if not results:
-                time.sleep(poll_sleep_s)  # also lets other Python threads run
-    except BaseException as ex:  # recorded; decode_batch reports it
-        if s.closing.is_set():
-            return  # close() stopped the kernel under a poll: not a failure
-        with s.cv:
-            s.error = ex
-            s.cv.notify_all()
-
-
-def _match(s: _Shared, results: list[Any]) -> np.ndarray:
-    """bool[len(results), n_obs]: ``obs_flip ^ PyMatching(residual)`` of DECODED results."""
-    residual = np.stack([r.residual for r in results]).astype(np.uint8)
-    obs_flip = np.stack([r.obs_flip for r in results])
-    rest = s.matching.decode_batch(residual)
-    return obs_flip ^ np.asarray(rest, dtype=bool).reshape(len(results), s.n_obs)
-
-
-def _file_batch(s: _Shared, results: list[Any]) -> None:
-    for r in results:
-        if not r.decoded:
-            bad = {k: v for k, v in s.pd.counters().items() if v and k != "packets"}
-            raise RuntimeError(
-                f"the kernel returned shot {r.shot_id} {r.status.name} after {r.rounds} "
-                f"of {s.pd.tables.rounds} rounds (kernel counters: {bad})"
-            )
-    pred = _match(s, results)
-    with s.cv:
-        for r, p in zip(results, pred, strict=True):
-            if r.shot_id >= s.floor:
-                s.done[r.shot_id] = p
-        s.cv.notify_all()
-
-
-def _file_streamed(s: _Shared, results: list[Any], processed: int | None) -> None:
-    """File stream-mode results by (stream, shot); ``processed``: all of theirs are in."""
-    if not results and (processed is None or processed <= s.drained):
-        return
-    keep = [r for r in results if r.decoded]
-    pred = _match(s, keep) if keep else None
-    with s.cv:
-        k = 0
-        for r in results:
-            key = (r.stream, r.shot_id)
-            s.last_shot = max(s.last_shot, r.shot_id)
-            value = None
-            if r.decoded:
-                value, k = pred[k], k + 1  # type: ignore[index]
-            else:
-                s.records_incomplete += 1
-            if key in s.dropped:
-                s.dropped.discard(key)
-            else:
-                s.streamed[key] = value
-        if s.dropped and results:  # results come in shot order: older ones never will
-            s.dropped = {key for key in s.dropped if key[1] > s.last_shot}
-        if processed is not None:
-            s.drained = max(s.drained, processed)
-        s.cv.notify_all()
-
-
-def _shutdown(s: _Shared, timeout_s: float = 5.0) -> Any:
-    """Stop the kernel (shutdown flag, wait for its exit) and the collector; idempotent."""
-    with s.close_lock:
-        if s.closed:
-            return s.report
-        s.closed = True
-        s.closing.set()
-        s.wake.set()
-        try:
-            s.report = s.pd.stop(timeout_s=timeout_s)
-        finally:
-            t = s.thread
-            if t is not None and t is not threading.current_thread():
-                t.join(max(1.0, timeout_s))
-            with s.cv:
-                s.cv.notify_all()
-        return s.report
 
 
 class PersistentPreDecodedMatching:
@@ -306,16 +187,16 @@ class PersistentPreDecodedMatching:
             # On a GPU, yield the GIL between polls but do not sleep (latency); in the
             # simulator the kernel's threads are Python threads that need the GIL.
             poll_sleep_s = 1e-3 if self.simulated else 0.0
-        self._s = _Shared(predecoder, matching, num_observables)
+        self._s = Shared(predecoder, matching, num_observables)
         self._submit_lock = threading.Lock()
         self._next_id = 0
         self._s.thread = threading.Thread(
-            target=_collect, args=(self._s, poll_sleep_s), name="qhil-persistent-collector",
+            target=collect, args=(self._s, poll_sleep_s), name="qhil-persistent-collector",
             daemon=True,
         )  # fmt: skip
         self._s.thread.start()
         # Safety net: stop the kernel when this object is collected or at interpreter exit.
-        self._finalizer = weakref.finalize(self, _shutdown, self._s)
+        self._finalizer = weakref.finalize(self, shutdown, self._s)
 
     @classmethod
     def from_circuit(
@@ -462,7 +343,7 @@ class PersistentPreDecodedMatching:
                 with s.cv:
                     for i in range(n):
                         while base + i not in s.done:
-                            if s.error is not None or s.closed or not _alive(s.thread):
+                            if s.error is not None or s.closed or not alive(s.thread):
                                 self._check()
                             s.cv.wait(0.1)
                         out[i] = s.done.pop(base + i)
@@ -522,13 +403,13 @@ class PersistentPreDecodedMatching:
                 while mine and key not in s.streamed:
                     if s.drained >= need or s.last_shot > key[1]:
                         break  # no result will come for it
-                    if s.error is not None or s.closed or not _alive(s.thread):
+                    if s.error is not None or s.closed or not alive(s.thread):
                         self._check()
                     s.cv.wait(0.1)
-                value = s.streamed.pop(key, _NO_RESULT)
-                if value is None or value is _NO_RESULT:
+                value = s.streamed.pop(key, NO_RESULT)
+                if value is None or value is NO_RESULT:
                     missing.append(i)
-                    if value is _NO_RESULT and mine and key[1] > s.last_shot:
+                    if value is NO_RESULT and mine and key[1] > s.last_shot:
                         s.dropped.add(key)  # the kernel holds it open: drop its record later
                 else:
                     out[i] = value
@@ -548,7 +429,7 @@ class PersistentPreDecodedMatching:
         s, key = self._s, (int(stream), int(shot))
         self._counts["shots_abandoned"] += 1
         with s.cv:
-            if s.streamed.pop(key, _NO_RESULT) is _NO_RESULT:
+            if s.streamed.pop(key, NO_RESULT) is NO_RESULT:
                 if key[0] == self._kernel_stream and key[1] > s.last_shot:
                     s.dropped.add(key)
 
@@ -575,14 +456,10 @@ class PersistentPreDecodedMatching:
     def close(self, timeout_s: float = 5.0) -> Any:
         """Stop the kernel and the collector; returns the kernel's ``StopReport``. Idempotent."""
         self._finalizer.detach()
-        return _shutdown(self._s, timeout_s)
+        return shutdown(self._s, timeout_s)
 
     def __enter__(self) -> PersistentPreDecodedMatching:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _alive(t: threading.Thread | None) -> bool:
-    return t is not None and t.is_alive()
