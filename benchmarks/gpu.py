@@ -19,7 +19,8 @@ others still run; each has a wall-clock cap, ``--seconds``):
   (written straight into its mapped ring) back to back; results/s and rounds/s
   against the 1 µs round clock, and whether the backlog stayed bounded.
 - ``loop``: ``qhil.host.run_loop`` reaction latency with the persistent
-  pre-decoder (``--backend cuda-persistent``) and with PyMatching alone, d=13,
+  pre-decoder (``--backend cuda-persistent``, rounds streamed into the kernel
+  by the decoder service as they arrive) and with PyMatching alone, d=13,
   p=0.003, rounds 13 and 104; then the streaming path: each round's packet
   written into the GPU ring on the round clock, latency from the last round to
   the PyMatching result.
@@ -708,10 +709,11 @@ def bench_loop(
     """``run_loop`` reaction latency per (rounds, decoder), each run capped by time; then
     (unless ``streaming`` is None) :func:`bench_streaming` with those keyword arguments.
 
-    With ``backend="cuda-persistent"`` the loop's pre-decoder sends each shot to the
-    persistent kernel as per-round packets; the service hands it whole shots, so
-    the rounds reach the GPU only after the last one arrived. ``bench_streaming``
-    measures the path where each round's packet reaches the GPU on the round clock.
+    With ``backend="cuda-persistent"`` the decoder service streams each round's
+    packet into the persistent kernel as it arrives (``StreamingDecoder.on_round``),
+    so only the last round's work and PyMatching remain once a shot completes.
+    ``bench_streaming`` measures that path without the loop: each round's packet
+    written into the GPU ring on the round clock.
     """
     from qhil.host._config import RunConfig
 
@@ -936,8 +938,10 @@ def _md_loop(s: dict[str, Any]) -> list[str]:
         "",
         f"`qhil.host.run_loop` ({s['mode']}, {s['noise']}, d={s['distance']}): reaction latency "
         "from the front end emitting a shot's last round to receiving its correction. "
-        "The pre-decoder runs per shot (batch 1) in the decoder process; each run is capped "
-        "in time and then stopped cleanly (as by Ctrl-C).",
+        "The pre-decoder runs in the decoder process; with `cuda-persistent` the service "
+        "streams each round into the kernel as it arrives, and decode µs/shot is the wait "
+        "after the last round (kernel + PyMatching). Each run is capped in time and then "
+        "stopped cleanly (as by Ctrl-C).",
         "",
         "| rounds | decoder | shots decoded / planned | latency p50 / p99 / p99.9 / max µs | "
         "decode µs/shot p50 | LER | rounds lost | stopped at cap |",
