@@ -23,6 +23,8 @@
 // cycle for the L/8 whole words, then one cycle each for 4, 2 and 1 of the
 // L%8 = P%8 remaining bytes (bits 2, 1, 0 of L%8). Beats that hold only body
 // bytes go out meanwhile; the beat holding the first CRC byte waits for it.
+// The body is latched twice, into two shift registers that move down one word
+// as the CRC / the output takes it, so neither selects a word by index.
 //
 // Latency, edge 0 = the edge that samples start, out_ready held high:
 //   beat k < L/8 moves on edge k+2 (the first beat on edge 2);
@@ -92,7 +94,8 @@ module qhil_packetizer #(
     end
 
     // ---- state ----
-    reg  [64*NW-1:0] r_body;     // body word w at [64w +: 64], zero past the body
+    reg  [64*NW-1:0] r_cbody;    // body words from cidx on, cidx's at [63:0], zero past the body
+    reg  [64*NW-1:0] r_obody;    // body words from oidx on, oidx's at [63:0], zero past the body
     reg  [IW-1:0]    r_nfull;    // whole body words, L/8 (>= 5)
     reg  [2:0]       r_rem;      // body bytes in the partial word, L%8 = P%8
     reg  [IW-1:0]    r_lastw;    // index of the last beat, (L+3)/8
@@ -106,8 +109,11 @@ module qhil_packetizer #(
     wire [13:0] n_pay    = ({1'b0, n_bits} + 17'd7) >> 3;   // P <= 8192
     wire [13:0] body_len = HDR + n_pay;                     // L <= 8232
 
-    wire [63:0] cword    = (cidx < NW) ? r_body[64*cidx +: 64] : 64'd0;
-    wire [63:0] oword    = (oidx < NW) ? r_body[64*oidx +: 64] : 64'd0;
+    // The body is held twice, as shift registers: the CRC takes the word at the bottom
+    // of r_cbody and the output the one at the bottom of r_obody, each shifting one word
+    // down as it goes, so no word is selected by an index (a deep barrel shifter).
+    wire [63:0] cword = r_cbody[63:0];
+    wire [63:0] oword = r_obody[63:0];
     wire [31:0] crc_fin  = ~crc_s;
     wire [31:0] crc8, crc4, crc2, crc1;   // the raw state after 8, 4, 2 or 1 more bytes
     qhil_crc32_next #(.BYTES(8)) u_crc8 (.state(crc_s), .data(cword), .next(crc8));
@@ -161,7 +167,8 @@ module qhil_packetizer #(
             r_rem      <= body_len[2:0];
             r_lastw    <= (body_len + 14'd3) >> 3;
             r_lastkeep <= 8'hFF >> (3'd4 - body_len[2:0]);
-            r_body     <= {pay, t_fpga, seq, shot, round, stream_id, n_bits, flags, 8'd1, MAGIC};
+            r_cbody    <= {pay, t_fpga, seq, shot, round, stream_id, n_bits, flags, 8'd1, MAGIC};
+            r_obody    <= {pay, t_fpga, seq, shot, round, stream_id, n_bits, flags, 8'd1, MAGIC};
             busy       <= 1'b1;
             out_valid  <= 1'b0;
             out_last   <= 1'b0;
@@ -173,8 +180,9 @@ module qhil_packetizer #(
             // CRC, independent of the output.
             case (phase)
                 PH_FULL: begin
-                    crc_s <= crc8;
-                    cidx  <= cidx + 1'b1;
+                    crc_s   <= crc8;
+                    cidx    <= cidx + 1'b1;
+                    r_cbody <= r_cbody >> 64;
                     if (cidx == r_nfull - 1'b1)
                         phase <= after(r_rem);
                 end
@@ -202,6 +210,7 @@ module qhil_packetizer #(
                 out_keep  <= (oidx == r_lastw) ? r_lastkeep : 8'hFF;
                 out_last  <= (oidx == r_lastw);
                 oidx      <= oidx + 1'b1;
+                r_obody   <= r_obody >> 64;
             end else if (accept) begin
                 out_valid <= 1'b0;
             end
