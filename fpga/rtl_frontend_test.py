@@ -27,7 +27,14 @@ import pytest
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._detprog_rom import write_rom
 from qhil.fpga._frontend_ports import INPUT_PORTS, OUTPUT_PORTS, FrontendParams
-from qhil.fpga._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
+from qhil.fpga._rtl_testing import (
+    RTL,
+    cell_counts,
+    logic_depth,
+    simulate,
+    simulator,
+    synthesize,
+)
 
 SOURCES = [
     RTL / f"{m}.v"
@@ -164,15 +171,20 @@ def test_yosys_synthesizes_without_latches(tmp_path: Path) -> None:
     )
     chparams = " ".join(f"-set {k} {v}" for k, v in params.verilog.items())
     sources = " ".join(str(s) for s in SOURCES)
+    netlist = tmp_path / "netlist.json"
     stats = synthesize(
         f"read_verilog -defer -I{RTL} {sources}\n"
         f'chparam {chparams} -set ROM_FILE "{rom}" qhil_frontend\n'
-        "synth_xilinx -family xcup -top qhil_frontend\n"
+        "synth_xilinx -family xcup -top qhil_frontend -flatten -noiopad\n"
+        f"write_json {netlist}\n"
         "stat\n",
         tmp_path / "yosys.log",
     )
     cells = cell_counts(stats)
     luts = sum(n for c, n in cells.items() if re.fullmatch(r"LUT\d", c))
     ffs = sum(n for c, n in cells.items() if c.startswith("FD"))
+    levels, path, where = logic_depth(json.loads(netlist.read_text()), "qhil_frontend")
     print(f"qhil_frontend (d=3 sizes): {luts} LUTs, {ffs} FFs, {cells}")
+    print(f"deepest path: {levels} LUT levels {path}, {where}")
     assert luts > 0 and ffs > 0, cells
+    assert levels > 0, "no register-to-register path found"
