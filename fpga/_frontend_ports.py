@@ -5,8 +5,8 @@ of the int is bit i of the port); ``pack`` / ``unpack`` give the one-vector form
 testbench wrapper uses, in ``INPUT_PORTS`` / ``OUTPUT_PORTS`` order, first port
 at bit 0. ``FrontendParams`` are the RTL's parameters.
 
->>> FrontendInputs(s_axis_meas_tvalid=1).pack() & 0b111
-3
+>>> FrontendInputs(aresetn=0, s_axis_meas_tvalid=1).pack() == 1 << 65  # after tdata[63:0]
+True
 >>> sum(w for _, w in OUTPUT_PORTS)
 150
 """
