@@ -8,6 +8,8 @@ the latencies the RTL documents.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import stim
@@ -249,7 +251,7 @@ def test_random_scenario_balances_its_books() -> None:
 
 
 def test_judge_table_order() -> None:
-    ok = {
+    ok: dict[str, Any] = {
         "end_of_stream": False,
         "stream_ok": True,
         "started": True,
@@ -259,9 +261,9 @@ def test_judge_table_order() -> None:
         "seq_ok": True,
         "n_frame_ok": True,
     }
-    assert judge(Reason.OK, **ok) == (Verdict.DECODED, Reason.OK)  # type: ignore[arg-type]
-    assert judge(Reason.BAD_CRC, **ok)[1] == Reason.BAD_CRC  # type: ignore[arg-type]
-    cases = [
+    assert judge(Reason.OK, **ok) == (Verdict.DECODED, Reason.OK)
+    assert judge(Reason.BAD_CRC, **ok)[1] == Reason.BAD_CRC
+    cases: list[tuple[dict[str, Any], tuple[Verdict, Reason]]] = [
         ({"end_of_stream": True, "stream_ok": False}, (Verdict.END_OF_STREAM, Reason.OK)),
         ({"stream_ok": False, "pending": False}, (Verdict.REJECTED, Reason.UNKNOWN_STREAM)),
         ({"pending": False, "started": False}, (Verdict.REJECTED, Reason.UNKNOWN_SHOT)),
@@ -271,7 +273,7 @@ def test_judge_table_order() -> None:
         ({"status": 2, "n_obs_ok": False}, (Verdict.DECODER_ERROR, Reason.OK)),
     ]
     for change, want in cases:
-        assert judge(Reason.OK, **{**ok, **change}) == want, change  # type: ignore[arg-type]
+        assert judge(Reason.OK, **{**ok, **change}) == want, change
 
 
 def test_parameters_are_checked() -> None:

@@ -51,8 +51,9 @@
 // shot (paced mode only) evicts it, counted the same way.
 //
 // ---- Corrections: s_axis_cor (AXI4-Stream, 8-bit, tready always high) -----------
-// qhil_correction_rx parses and checks each packet (done 1 cycle after its last byte,
-// edge C0). On C1 the judge registers the lookups; on C2 it rules, by the table in
+// qhil_correction_rx parses and checks each packet: edge C0 takes its last byte, and
+// its verdict is ready right after. On C1 the judge registers the lookups; on C2 it
+// rules, by the table in
 // fpga/_correction_rules.py (END_OF_STREAM ack, UNKNOWN_STREAM, DUPLICATE /
 // UNKNOWN_SHOT, then per status: n_obs == NUM_OBS and the echoed seq for DECODED,
 // n_frame == the shot's rounds for INCOMPLETE), and applies the ruling: counters, the
