@@ -41,6 +41,7 @@ from qhil.fpga._frontend_parts import (
     RegsModel,
 )
 from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs, FrontendParams
+from qhil.fpga._regmap import STATUS_BITS as _STATUS
 
 if TYPE_CHECKING:
     from qhil.fpga._frontend_stimulus import FrontendTrace, Stimulus
@@ -173,9 +174,11 @@ class FrontendModel:
     def register(self, name: str) -> int:
         """A read-only register's live value as ``qhil_regs`` samples it (pairs: 64 bits)."""
         if name == "STATUS":
-            c = self.counters
             return (
-                self.regs.rw["CTRL"] & 1 | c.eos_acked << 1 | self.st_unresp << 2 | self.st_bp << 3
+                (self.regs.rw["CTRL"] & 1) << _STATUS["RUNNING"]
+                | self.counters.eos_acked << _STATUS["DONE"]
+                | self.st_unresp << _STATUS["DECODER_UNRESPONSIVE"]
+                | self.st_bp << _STATUS["BACKPRESSURE"]
             )
         if name == "CYCLE":
             return self.cyc

@@ -177,6 +177,10 @@ module qhil_frontend #(
                 shots_decoder_error, shots_timed_out, budget_misses, lat_last, lat_max;
     reg  [31:0] frame;
     reg         st_done, st_unresp, st_bp;
+    wire [31:0] status = ({31'd0, ctrl_enable} << `QHIL_STATUS_RUNNING) |
+                         ({31'd0, st_done} << `QHIL_STATUS_DONE) |
+                         ({31'd0, st_unresp} << `QHIL_STATUS_DECODER_UNRESPONSIVE) |
+                         ({31'd0, st_bp} << `QHIL_STATUS_BACKPRESSURE);
 
     qhil_regs #(.ADDR_WIDTH(12)) u_regs (
         .aclk(aclk), .aresetn(aresetn),
@@ -191,7 +195,7 @@ module qhil_frontend #(
         .ctrl(ctrl), .ctrl_enable(ctrl_enable), .ctrl_lockstep(ctrl_lockstep),
         .clear_counters(clear), .stream_id(stream_id), .round_period(round_period),
         .budget(budget), .corr_timeout(corr_timeout),
-        .status({28'd0, st_bp, st_unresp, st_done, ctrl_enable}),
+        .status(status),
         .cycle(cyc), .rounds_emitted(rounds_emitted), .shots_decoded(shots_decoded),
         .rounds_backpressure(rounds_backpressure), .corr_accepted(corr_accepted),
         .corr_bad_magic(corr_bad_magic), .corr_bad_version(corr_bad_version),
