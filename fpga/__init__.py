@@ -1,6 +1,7 @@
 """qhil.fpga: the front end.
 
-A software cycle model now; RTL and a PYNQ driver will share its register map.
+The RTL (``fpga/rtl/``), its cycle-accurate model, the loop's wall-clock cycle
+model and the PYNQ driver share one register map and one set of correction rules.
 
 - ``CycleModel``: round clock, detection events, packetizer, correction
   receiver, cycle counter and budget check, in software.
