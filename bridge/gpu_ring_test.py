@@ -9,9 +9,9 @@ would change it for the whole pytest process. Results come back as JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -20,24 +20,12 @@ from typing import Any
 import pytest
 from numba import cuda  # module-global: the simulator swaps it in while a kernel runs
 
+from qhil.bridge._sim_testing import run_scenario
+
 _MODULE = "qhil.bridge.gpu_ring_test"
 
 
-def _scenario(name: str, *, sim: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if sim:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", _MODULE, name],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    assert proc.returncode == 0, f"scenario {name!r} failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+_scenario = functools.partial(run_scenario, _MODULE, timeout_s=60.0)
 
 
 @pytest.fixture(scope="module")

@@ -11,33 +11,21 @@ timeout is the "never hangs" check.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 
 import pytest
 
+from qhil.bridge._sim_testing import run_scenario
+
 _MODULE = "qhil.kernels.persistent_pipeline_test"
 
 
-def _scenario(name: str, *args: str, sim: bool = True, timeout_s: float = 90.0) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if sim:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", _MODULE, name, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,  # a hung kernel or collector fails the test instead of hanging it
-        check=False,
-    )
-    assert proc.returncode == 0, f"scenario {name!r} failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+_scenario = functools.partial(run_scenario, _MODULE, timeout_s=90.0)
 
 
 @pytest.fixture(scope="module")

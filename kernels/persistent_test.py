@@ -10,6 +10,7 @@ switches to the simulator. The subprocess timeout is the "never hangs" check.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from qhil.bridge._sim_testing import run_scenario
 
 _MODULE = "qhil.kernels.persistent_test"
 
@@ -37,21 +40,7 @@ EXACT_CASES = [
 ]
 
 
-def _scenario(name: str, *args: str, sim: bool = True, timeout_s: float = 120.0) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if sim:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", _MODULE, name, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,  # a hung kernel or watchdog fails the test instead of hanging it
-        check=False,
-    )
-    assert proc.returncode == 0, f"scenario {name!r} failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+_scenario = functools.partial(run_scenario, _MODULE, timeout_s=120.0)
 
 
 @pytest.fixture(scope="module")
