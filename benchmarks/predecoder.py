@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qhil.host._accuracy import AccuracyTask, run_accuracy, write_summary
+from qhil.host._accuracy import AccuracyTask, run_accuracy
+from qhil.host._accuracy_report import write_summary
 from qhil.host._bench import bench_backends
 from qhil.host._report import machine_description
 

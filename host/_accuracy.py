@@ -6,16 +6,20 @@ chunks, and on the same shots three decoders run:
 - ``pymatching``: PyMatching 2, uncorrelated;
 - ``pymatching-correlated``: PyMatching 2 with ``enable_correlations=True``;
 - ``predecoder+pymatching``: the CNN pre-decoder, then uncorrelated PyMatching
-  on the residual (``final = obs_flip ^ MWPM(residual)``).
+  on the residual (``final = obs_flip ^ MWPM(residual)``);
+- ``predecoder+pymatching-correlated``: the pipeline ``qhil run --decoder
+  predecoder`` runs: the same pre-decoder output, then correlated PyMatching on
+  the residual.
 
 Every chunk appends one CSV row per decoder in sinter's format
 (``shots,errors,discards,seconds,decoder,strong_id,json_metadata,custom_counts``),
 flushed at once, so an interrupted run loses at most the chunk in flight and a
 second call resumes where the first stopped. ``custom_counts`` holds sums
 (events before/after, wall-clock nanoseconds of each timed step, batch-1 shot
-counts) that add across chunks; :func:`summarize` turns them into densities,
-PyMatching µs per round (raw versus residual, batched and batch-1) and LER
-ratios, and :func:`write_summary` into a markdown table and a plot.
+counts) that add across chunks; ``summarize`` (``host/_accuracy_report.py``)
+turns them into densities, PyMatching µs per round (raw versus residual,
+batched and batch-1) and LER ratios, and ``write_summary`` into markdown tables
+and a plot.
 
 Seeds are ``seed_base + hash(strong_id, chunk index)`` with ``seed_base`` at
 least 10**9, so they never meet the seeds training draws, and a resumed run
@@ -30,10 +34,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from qhil.host._stats import wilson_interval
 from qhil.sim import BASES, NOISE_MODELS, NoiseModel, memory_circuit, sample_shots
 
 __all__ = [
@@ -51,14 +54,13 @@ __all__ = [
     "chunk_seed",
     "read_rows",
     "run_accuracy",
-    "summarize",
-    "write_summary",
 ]
 
 PM = "pymatching"
 PM_CORR = "pymatching-correlated"
 PRE = "predecoder+pymatching"
-ACCURACY_DECODERS: tuple[str, ...] = (PM, PM_CORR, PRE)
+PIPE = "predecoder+pymatching-correlated"
+ACCURACY_DECODERS: tuple[str, ...] = (PM, PM_CORR, PRE, PIPE)
 
 CSV_HEADER: tuple[str, ...] = (
     "shots",
@@ -307,10 +309,17 @@ def _mismatches(pred: np.ndarray, obs: np.ndarray) -> int:
     return int(np.any(np.asarray(pred, dtype=bool) != obs, axis=1).sum())
 
 
-def _decode_b1(matching: Any, dets: np.ndarray) -> int:
+def _decode_b1(matching: Any, dets: np.ndarray, *, correlated: bool = False) -> int:
     t0 = time.perf_counter_ns()
     for i in range(dets.shape[0]):
-        matching.decode(dets[i])
+        matching.decode(dets[i], enable_correlations=correlated)
+    return time.perf_counter_ns() - t0
+
+
+def _predecode_b1(pre: Any, dets: np.ndarray) -> int:
+    t0 = time.perf_counter_ns()
+    for i in range(dets.shape[0]):
+        pre.predecode(dets[i : i + 1])
     return time.perf_counter_ns() - t0
 
 
@@ -391,6 +400,7 @@ def run_accuracy(
         m_corr.decode_batch(warm8, enable_correlations=True)
         pre.predecode(warm)
         _decode_b1(m_plain, warm8[:8])
+        _predecode_b1(pre, warm[:2])
 
         started = time.monotonic()
         index = prog.chunks
@@ -412,62 +422,59 @@ def run_accuracy(
             t0 = time.perf_counter_ns()
             pred_b = m_corr.decode_batch(dets8, enable_correlations=True)
             ns_b = time.perf_counter_ns() - t0
+            b1_corr_ns = _decode_b1(m_corr, dets8[:b1], correlated=True)
 
             t0 = time.perf_counter_ns()
             res = pre.predecode(dets)
             ns_pre = time.perf_counter_ns() - t0
+            b1_pre_ns = _predecode_b1(pre, dets[:b1])
             resid8 = res.residual.astype(np.uint8)
             t0 = time.perf_counter_ns()
             pred_r = m_plain.decode_batch(resid8)
             ns_resid = time.perf_counter_ns() - t0
             b1_resid_ns = _decode_b1(m_plain, resid8[:b1])
             pred_c = res.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
+            t0 = time.perf_counter_ns()
+            pred_r = m_corr.decode_batch(resid8, enable_correlations=True)
+            ns_corr_resid = time.perf_counter_ns() - t0
+            b1_corr_resid_ns = _decode_b1(m_corr, resid8[:b1], correlated=True)
+            pred_p = res.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
 
             err = {
                 PM: _mismatches(pred_a, obs),
                 PM_CORR: _mismatches(pred_b, obs),
                 PRE: _mismatches(pred_c, obs),
+                PIPE: _mismatches(pred_p, obs),
             }
+            row = functools.partial(_format_row, shots=n, strong_id=sid)
             _append(
                 csv_path,
                 [
-                    _format_row(
-                        shots=n,
-                        strong_id=sid,
-                        errors=err[PM],
-                        seconds=ns_a * 1e-9,
-                        decoder=PM,
-                        metadata=meta,
-                        counts={"decode_ns": ns_a, "pm_raw_b1_ns": b1_raw_ns, "b1_shots": b1},
-                    ),
-                    _format_row(
-                        shots=n,
-                        strong_id=sid,
-                        errors=err[PM_CORR],
-                        seconds=ns_b * 1e-9,
-                        decoder=PM_CORR,
-                        metadata=meta,
-                        counts={"decode_ns": ns_b},
-                    ),
-                    _format_row(
-                        shots=n,
-                        strong_id=sid,
-                        errors=err[PRE],
-                        seconds=(ns_pre + ns_resid) * 1e-9,
-                        decoder=PRE,
+                    row(errors=err[PM], seconds=ns_a * 1e-9, decoder=PM, metadata=meta,
+                        counts={"decode_ns": ns_a, "pm_raw_b1_ns": b1_raw_ns, "b1_shots": b1}),
+                    row(errors=err[PM_CORR], seconds=ns_b * 1e-9, decoder=PM_CORR, metadata=meta,
+                        counts={"decode_ns": ns_b, "b1_ns": b1_corr_ns, "b1_shots": b1}),
+                    row(errors=err[PRE], seconds=(ns_pre + ns_resid) * 1e-9, decoder=PRE,
                         metadata=pre_meta,
                         counts={
                             "events_before": int(dets.sum()),
                             "events_after": int(res.residual.sum()),
                             "predecoder_ns": ns_pre,
+                            "predecoder_b1_ns": b1_pre_ns,
                             "corrections": int(np.asarray(res.corrections).sum()),
                             "pm_residual_ns": ns_resid,
                             "pm_residual_b1_ns": b1_resid_ns,
                             "b1_shots": b1,
-                        },
-                    ),
+                        }),
+                    row(errors=err[PIPE], seconds=(ns_pre + ns_corr_resid) * 1e-9, decoder=PIPE,
+                        metadata=pre_meta,
+                        counts={
+                            "decode_ns": ns_pre + ns_corr_resid,
+                            "b1_ns": b1_pre_ns + b1_corr_resid_ns,
+                            "b1_shots": b1,
+                        }),
                 ],
-            )
+            )  # fmt: skip
             index += 1
             shots_done += n
             for k, v in err.items():
@@ -484,308 +491,3 @@ def run_accuracy(
                 and time.monotonic() - started >= max_seconds_per_task
             ):
                 break
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def _div(a: float, b: float) -> float | None:
-    return a / b if b else None
-
-
-def summarize(csv_path: Path, *, min_errors: int = 100) -> list[dict[str, Any]]:
-    """One dictionary per (task, decoder), summed over the CSV's chunks.
-
-    Each has the task's fields, ``strong_id``, ``decoder``, ``shots``,
-    ``errors``, ``seconds``, ``ler`` (per shot), ``ler_lo``/``ler_hi`` (95%
-    Wilson), ``enough_errors`` (``errors >= min_errors``) and ``counts``
-    (summed ``custom_counts``), plus figures of the whole task, the same on
-    each of its rows (None where a decoder is missing or a divisor is 0):
-
-    - ``density_before`` / ``density_after``: detection events per detector
-      per shot, before and after the pre-decoder; ``density_cut``: their ratio;
-    - ``pm_us_per_round_raw`` / ``pm_us_per_round_residual`` (batched) and
-      ``pm_b1_us_per_round_raw`` / ``pm_b1_us_per_round_residual`` (one shot
-      per ``decode``): PyMatching µs per round, means; ``pm_speedup`` and
-      ``pm_b1_speedup``: raw over residual;
-    - ``pm_corr_us_per_round``: correlated PyMatching, batched;
-    - ``predecoder_us_per_shot``: pre-decoder inference, mean;
-    - ``ler_ratio_pm`` / ``ler_ratio_pm_corr``: LER of PyMatching (uncorrelated
-      / correlated) over LER of pre-decoder + PyMatching;
-    - ``backends``: the pre-decoder backends the rows were taken with.
-    """
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in read_rows(Path(csv_path)):
-        key = (r["strong_id"], r["decoder"])
-        g = groups.setdefault(
-            key,
-            {
-                "meta": r["json_metadata"],
-                "shots": 0,
-                "errors": 0,
-                "discards": 0,
-                "seconds": 0.0,
-                "counts": {},
-                "backends": set(),
-            },
-        )
-        g["shots"] += r["shots"]
-        g["errors"] += r["errors"]
-        g["discards"] += r["discards"]
-        g["seconds"] += r["seconds"]
-        for k, v in r["custom_counts"].items():
-            g["counts"][k] = g["counts"].get(k, 0) + v
-        if "backend" in r["json_metadata"]:
-            g["backends"].add(r["json_metadata"]["backend"])
-
-    detectors: dict[tuple[int, int, str], int] = {}
-    out: list[dict[str, Any]] = []
-    by_task: dict[str, dict[str, dict[str, Any]]] = {}
-    for (sid, decoder), g in groups.items():
-        task = AccuracyTask.from_metadata(g["meta"])
-        assert task.rounds is not None
-        lo, hi = wilson_interval(g["errors"], g["shots"])
-        row = {
-            **task.metadata(),
-            "strong_id": sid,
-            "decoder": decoder,
-            "shots": g["shots"],
-            "errors": g["errors"],
-            "discards": g["discards"],
-            "seconds": g["seconds"],
-            "ler": g["errors"] / g["shots"] if g["shots"] else 0.0,
-            "ler_lo": lo,
-            "ler_hi": hi,
-            "enough_errors": g["errors"] >= min_errors,
-            "counts": dict(g["counts"]),
-            "backends": sorted(g["backends"]),
-        }
-        dkey = (task.distance, task.rounds, task.basis)
-        if dkey not in detectors:
-            detectors[dkey] = memory_circuit(
-                distance=task.distance, rounds=task.rounds, basis=task.basis
-            ).num_detectors
-        row["num_detectors"] = detectors[dkey]
-        out.append(row)
-        by_task.setdefault(sid, {})[decoder] = row
-
-    for rows in by_task.values():
-        a, b, c = rows.get(PM), rows.get(PM_CORR), rows.get(PRE)
-        any_row = next(iter(rows.values()))
-        rounds, ndet = any_row["rounds"], any_row["num_detectors"]
-        fig: dict[str, Any] = dict.fromkeys(
-            (
-                "density_before",
-                "density_after",
-                "density_cut",
-                "pm_us_per_round_raw",
-                "pm_us_per_round_residual",
-                "pm_speedup",
-                "pm_b1_us_per_round_raw",
-                "pm_b1_us_per_round_residual",
-                "pm_b1_speedup",
-                "pm_corr_us_per_round",
-                "predecoder_us_per_shot",
-                "ler_ratio_pm",
-                "ler_ratio_pm_corr",
-            )
-        )
-        if c is not None and c["shots"]:
-            cc, n = c["counts"], c["shots"]
-            fig["density_before"] = cc.get("events_before", 0) / (n * ndet)
-            fig["density_after"] = cc.get("events_after", 0) / (n * ndet)
-            fig["density_cut"] = _div(fig["density_before"], fig["density_after"])
-            fig["pm_us_per_round_residual"] = cc.get("pm_residual_ns", 0) / n / rounds / 1e3
-            b1 = cc.get("b1_shots", 0)
-            if b1:
-                fig["pm_b1_us_per_round_residual"] = cc["pm_residual_b1_ns"] / b1 / rounds / 1e3
-            fig["predecoder_us_per_shot"] = cc.get("predecoder_ns", 0) / n / 1e3
-        if a is not None and a["shots"]:
-            ac = a["counts"]
-            fig["pm_us_per_round_raw"] = ac.get("decode_ns", 0) / a["shots"] / rounds / 1e3
-            if ac.get("b1_shots", 0):
-                fig["pm_b1_us_per_round_raw"] = ac["pm_raw_b1_ns"] / ac["b1_shots"] / rounds / 1e3
-        if b is not None and b["shots"]:
-            fig["pm_corr_us_per_round"] = (
-                b["counts"].get("decode_ns", 0) / b["shots"] / rounds / 1e3
-            )
-        if fig["pm_us_per_round_raw"] is not None and fig["pm_us_per_round_residual"] is not None:
-            fig["pm_speedup"] = _div(fig["pm_us_per_round_raw"], fig["pm_us_per_round_residual"])
-        if (
-            fig["pm_b1_us_per_round_raw"] is not None
-            and fig["pm_b1_us_per_round_residual"] is not None
-        ):
-            fig["pm_b1_speedup"] = _div(
-                fig["pm_b1_us_per_round_raw"], fig["pm_b1_us_per_round_residual"]
-            )
-        if c is not None and c["ler"] > 0:
-            if a is not None:
-                fig["ler_ratio_pm"] = a["ler"] / c["ler"]
-            if b is not None:
-                fig["ler_ratio_pm_corr"] = b["ler"] / c["ler"]
-        for row in rows.values():
-            row.update(fig)
-
-    order = {d: i for i, d in enumerate(ACCURACY_DECODERS)}
-    out.sort(
-        key=lambda r: (
-            r["noise"],
-            r["basis"],
-            r["distance"],
-            r["rounds"],
-            r["p"],
-            order.get(r["decoder"], len(order)),
-            r["decoder"],
-        )
-    )
-    return out
-
-
-def _fmt(x: float | None, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    return format(x, spec)
-
-
-def _fmt_ler(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "—"
-    return f"{r['ler']:.2e} [{r['ler_lo']:.1e}, {r['ler_hi']:.1e}]"
-
-
-def write_summary(
-    csv_path: Path, *, md_path: Path, png_path: Path, machine: str, min_errors: int = 100
-) -> list[dict[str, Any]]:
-    """Write a markdown table (one line per task) and a log-log plot of LER versus p.
-
-    Returns :func:`summarize`'s rows.
-    """
-    rows = summarize(csv_path, min_errors=min_errors)
-    tasks: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        tasks.setdefault(r["strong_id"], {})[r["decoder"]] = r
-
-    backends = sorted({b for r in rows for b in r["backends"]})
-    lines = [
-        "# Accuracy: PyMatching alone versus pre-decoder + PyMatching",
-        "",
-        f"- machine: {machine}",
-        f"- pre-decoder backend(s): {', '.join(backends) or '—'}",
-        f"- data: `{Path(csv_path).name}` (sinter-format CSV)",
-        "- LER: logical errors per shot, with 95% Wilson intervals; all decoders ran on the "
-        "same shots, sampled from seeds >= 10**9 (never used in training).",
-        "- PM: PyMatching 2 uncorrelated; PM-corr: `enable_correlations=True`; "
-        "pre+PM: pre-decoder, then PyMatching on the residual.",
-        "- density: detection events per detector per shot, before / after the pre-decoder.",
-        "- PyMatching µs/round: mean decode time per shot divided by rounds, on the raw and on "
-        "the residual syndrome; batched (`decode_batch`) and batch-1 (`decode` per shot, "
-        "first 500 shots of each chunk). Pre-decoder µs/shot: mean inference time per shot.",
-        f"- low: `yes` where a decoder has fewer than {min_errors} errors.",
-        "",
-        "| basis | d | rounds | noise | p | shots | LER PM | LER PM-corr | LER pre+PM "
-        "| PM / pre+PM | PM-corr / pre+PM | density before | density after | cut × "
-        "| PM µs/round raw | PM µs/round residual | speedup "
-        "| PM b1 µs/round raw | PM b1 µs/round residual | b1 speedup "
-        "| pre µs/shot | low |",
-        "|" + "---|" * 22,
-    ]
-    for decs in tasks.values():
-        r0 = next(iter(decs.values()))
-        low = any(not d["enough_errors"] for d in decs.values()) or len(decs) < len(
-            ACCURACY_DECODERS
-        )
-        cells = [
-            r0["basis"],
-            str(r0["distance"]),
-            str(r0["rounds"]),
-            r0["noise"],
-            f"{r0['p']:g}",
-            str(max(d["shots"] for d in decs.values())),
-            _fmt_ler(decs.get(PM)),
-            _fmt_ler(decs.get(PM_CORR)),
-            _fmt_ler(decs.get(PRE)),
-            _fmt(r0["ler_ratio_pm"], ".2f"),
-            _fmt(r0["ler_ratio_pm_corr"], ".2f"),
-            _fmt(r0["density_before"], ".2e"),
-            _fmt(r0["density_after"], ".2e"),
-            _fmt(r0["density_cut"], ".2f"),
-            _fmt(r0["pm_us_per_round_raw"]),
-            _fmt(r0["pm_us_per_round_residual"]),
-            _fmt(r0["pm_speedup"], ".2f"),
-            _fmt(r0["pm_b1_us_per_round_raw"]),
-            _fmt(r0["pm_b1_us_per_round_residual"]),
-            _fmt(r0["pm_b1_speedup"], ".2f"),
-            _fmt(r0["predecoder_us_per_shot"]),
-            "yes" if low else "",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    Path(md_path).write_text("\n".join(lines) + "\n")
-    _plot(rows, Path(png_path), machine=machine)
-    return rows
-
-
-_STYLE = {
-    PM: {"marker": "o", "linestyle": "-", "label": "PyMatching"},
-    PM_CORR: {"marker": "s", "linestyle": "--", "label": "PyMatching correlated"},
-    PRE: {"marker": "^", "linestyle": ":", "label": "pre-decoder + PyMatching"},
-}
-
-
-def _plot(rows: list[dict[str, Any]], png_path: Path, *, machine: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(r["noise"], r["basis"]) for r in rows})
-    fig, axes = plt.subplots(
-        1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.5), squeeze=False
-    )
-    cmap = plt.get_cmap("viridis")
-    for ax, (noise, basis) in zip(axes[0], panels, strict=False):
-        sub = [r for r in rows if r["noise"] == noise and r["basis"] == basis]
-        curves = sorted({(r["distance"], r["rounds"]) for r in sub})
-        for i, (d, t) in enumerate(curves):
-            color = cmap(i / max(1, len(curves) - 1) * 0.85)
-            for dec in ACCURACY_DECODERS:
-                pts = sorted(
-                    (
-                        r
-                        for r in sub
-                        if (r["distance"], r["rounds"]) == (d, t) and r["decoder"] == dec
-                    ),
-                    key=lambda r: r["p"],
-                )
-                pts = [r for r in pts if r["errors"] > 0]  # a zero has no place on a log axis
-                if not pts:
-                    continue
-                ps = np.array([r["p"] for r in pts])
-                ler = np.array([r["ler"] for r in pts])
-                yerr = np.array(
-                    [[r["ler"] - r["ler_lo"] for r in pts], [r["ler_hi"] - r["ler"] for r in pts]]
-                )
-                name = f"d={d}" if t == d else f"d={d}, r={t}"
-                style = _STYLE[dec]
-                ax.errorbar(
-                    ps,
-                    ler,
-                    yerr=yerr,
-                    color=color,
-                    marker=style["marker"],
-                    linestyle=style["linestyle"],
-                    capsize=2,
-                    markersize=4,
-                    label=f"{name} {style['label']}",
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("physical error rate p")
-        ax.set_ylabel("logical error rate per shot")
-        ax.set_title(f"{basis.upper()} basis, {noise}")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-    fig.suptitle(f"LER vs p (95% Wilson intervals) — {machine}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)

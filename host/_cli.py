@@ -221,16 +221,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from qhil.kernels._train import TrainConfig, train, write_model
+    from qhil.kernels import TrainConfig, plot_training, train, write_model
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     config = dataclasses.replace(config, **overrides)
-    log = args.out.with_suffix(".log.csv")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out must name a .npz model file; got {str(out)!r}")
+    log = out.with_suffix(".log.csv")
+    checkpoint = out.with_suffix(".ckpt.pt")
+    _check_writable(out.parent)
+    resuming = checkpoint.is_file()
     print(
-        f"qhil train: {config.steps} steps, widths {list(config.widths)}, seed {config.seed}; "
-        f"loss log {log}",
+        f"qhil train: {config.steps} steps, widths {list(config.widths)}, seed {config.seed}, "
+        f"{config.labels} labels; loss log {log}; checkpoint {checkpoint}"
+        + (" (resuming)" if resuming else ""),
         flush=True,
     )
 
@@ -238,18 +244,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if step % 200 == 0 or step == config.steps - 1:
             print(f"  step {step:6d}  loss {loss:.5f}", flush=True)
 
-    model = train(config, log_path=log, on_step=progress)
-    write_model(model, args.out)
+    model = train(config, log_path=log, checkpoint_path=checkpoint, on_step=progress)
+    write_model(model, out)
+    plot_training(model, log, out.with_suffix(".curves.png"))
+    checkpoint.unlink()
+    val = model.meta["validation"]
+    kept = next(h for h in val["history"] if h["step"] == model.meta["kept_step"])
     print(
-        f"wrote {args.out} ({model.parameter_count:,} parameters, receptive field "
-        f"{model.receptive_field}, {model.meta['train_seconds']} s)",
+        f"wrote {out} ({model.parameter_count:,} parameters, receptive field "
+        f"{model.receptive_field}, {model.meta['train_seconds']} s); kept step "
+        f"{model.meta['kept_step']}: {kept['total']} validation errors against PyMatching's "
+        f"{val['pymatching_errors']} on {val['shots']:,} shots",
         flush=True,
     )
     return 0
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail before a long run, not after it, when its outputs cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".qhil-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write into {str(folder)!r} ({exc.strerror}); pick another --out"
+        ) from None
+
+
 def _bench_accuracy(args: argparse.Namespace) -> int:
-    from qhil.host._accuracy import AccuracyTask, run_accuracy, write_summary
+    from qhil.host._accuracy import AccuracyTask, run_accuracy
+    from qhil.host._accuracy_report import write_summary
     from qhil.host._report import machine_description
 
     def parse(text: str, kind: type) -> list[Any]:

@@ -15,14 +15,14 @@ from qhil.host._accuracy import (
     chunk_seed,
     read_rows,
     run_accuracy,
-    summarize,
-    write_summary,
 )
+from qhil.host._accuracy_report import summarize, write_summary
 from qhil.host._stats import wilson_interval
 from qhil.kernels import PreDecoder, QuantizedModel
 from qhil.sim import sample_shots
 
-PM, PM_CORR, PRE = ACCURACY_DECODERS
+PM, PM_CORR, PRE, PIPE = ACCURACY_DECODERS
+N_DEC = len(ACCURACY_DECODERS)
 TASK = AccuracyTask(basis="z", distance=3, p=0.02)
 TASK_X = AccuracyTask(basis="x", distance=3, rounds=2, p=0.01)
 
@@ -76,8 +76,8 @@ def test_run_writes_header_and_one_row_per_chunk_and_decoder(
         table = list(csv.reader(f))
     assert tuple(table[0]) == CSV_HEADER
     rows = read_rows(out)
-    # 500 shots in chunks of 200: 200, 200, 100; three decoders each; two tasks.
-    assert len(rows) == 18 and len(lines) == 6
+    # 500 shots in chunks of 200: 200, 200, 100; four decoders each; two tasks.
+    assert len(rows) == 6 * N_DEC and len(lines) == 6
     for task in (TASK, TASK_X):
         mine = [r for r in rows if r["strong_id"] == task.strong_id]
         for dec in ACCURACY_DECODERS:
@@ -85,18 +85,19 @@ def test_run_writes_header_and_one_row_per_chunk_and_decoder(
         for r in mine:
             assert 0 <= r["errors"] <= r["shots"] and r["discards"] == 0
             meta = dict(r["json_metadata"])
-            if r["decoder"] == PRE:
+            if r["decoder"] in (PRE, PIPE):
                 assert meta.pop("backend") == "numpy"
                 assert meta.pop("model") == str(model_path)
                 meta.pop("model_id")
             assert meta == task.metadata()
-    counts = {r["decoder"]: r["custom_counts"] for r in rows[:3]}
+    counts = {r["decoder"]: r["custom_counts"] for r in rows[:N_DEC]}
     assert set(counts[PM]) == {"decode_ns", "pm_raw_b1_ns", "b1_shots"}
-    assert set(counts[PM_CORR]) == {"decode_ns"}
+    assert set(counts[PM_CORR]) == set(counts[PIPE]) == {"decode_ns", "b1_ns", "b1_shots"}
     assert set(counts[PRE]) == {
         "events_before",
         "events_after",
         "predecoder_ns",
+        "predecoder_b1_ns",
         "corrections",
         "pm_residual_ns",
         "pm_residual_b1_ns",
@@ -116,9 +117,9 @@ def test_resume_does_not_redo_finished_work(tmp_path: Path, model_path: Path) ->
     _run(out, model_path, [TASK], max_shots=200)  # shot target met too
     assert out.read_bytes() == first
     # Raising the target continues, with new chunks (new seeds), not repeats.
-    _run(out, model_path, [TASK], min_errors=10**6, max_shots=len(done) // 3 * 200 + 400)
+    _run(out, model_path, [TASK], min_errors=10**6, max_shots=len(done) // N_DEC * 200 + 400)
     rows = read_rows(out)
-    assert rows[: len(done)] == done and len(rows) == len(done) + 6
+    assert rows[: len(done)] == done and len(rows) == len(done) + 2 * N_DEC
     before = [r["custom_counts"] for r in rows if r["decoder"] == PRE]
     sigs = {(c["events_before"], c["pm_residual_b1_ns"]) for c in before}
     assert len(sigs) == len(before)
@@ -128,7 +129,7 @@ def test_time_budget_stops_after_one_chunk(tmp_path: Path, model_path: Path) -> 
     out = tmp_path / "acc.csv"
     _run(out, model_path, [TASK, TASK_X], max_shots=10_000, max_seconds_per_task=0.0)
     rows = read_rows(out)
-    assert len(rows) == 6 and {r["shots"] for r in rows} == {200}
+    assert len(rows) == 2 * N_DEC and {r["shots"] for r in rows} == {200}
 
 
 def test_resume_refuses_another_model_and_survives_a_cut_line(
@@ -141,11 +142,11 @@ def test_resume_refuses_another_model_and_survives_a_cut_line(
         _run(out, other, [TASK], max_shots=400)
     text = out.read_text()
     out.write_text(text + '200,3,0,0.1,pymatching,stim-depolarizing:z:d3:r3:p0.02,"{""ba')
-    assert len(read_rows(out)) == 3  # the cut line is ignored
+    assert len(read_rows(out)) == N_DEC  # the cut line is ignored
     _run(out, model_path, [TASK], max_shots=400)
     rows = read_rows(out)
-    assert len(rows) == 6 and [r["shots"] for r in rows] == [200] * 6
-    assert out.read_text().count("\n") == 1 + 6  # the cut line is gone, not kept mid-file
+    assert len(rows) == 2 * N_DEC and [r["shots"] for r in rows] == [200] * 2 * N_DEC
+    assert out.read_text().count("\n") == 1 + 2 * N_DEC  # the cut line is gone, not mid-file
 
 
 def test_predecoder_errors_match_an_independent_recomputation(
@@ -164,10 +165,12 @@ def test_predecoder_errors_match_an_independent_recomputation(
         dets, obs = batch.detectors, batch.observables
         res = pd.predecode(dets)
         final = res.obs_flip ^ matching.decode_batch(res.residual).astype(bool)
+        pipe = res.obs_flip ^ corr.decode_batch(res.residual, enable_correlations=True)
         plain = matching.decode_batch(dets).astype(bool)
         correlated = corr.decode_batch(dets, enable_correlations=True).astype(bool)
-        got = {r["decoder"]: r for r in rows[3 * i : 3 * i + 3]}
+        got = {r["decoder"]: r for r in rows[N_DEC * i : N_DEC * (i + 1)]}
         assert got[PRE]["errors"] == int(np.any(final != obs, axis=1).sum())
+        assert got[PIPE]["errors"] == int(np.any(pipe.astype(bool) != obs, axis=1).sum())
         assert got[PM]["errors"] == int(np.any(plain != obs, axis=1).sum())
         assert got[PM_CORR]["errors"] == int(np.any(correlated != obs, axis=1).sum())
         cc = got[PRE]["custom_counts"]
@@ -183,9 +186,10 @@ def test_a_silent_predecoder_leaves_pymatching_alone(tmp_path: Path) -> None:
     out = tmp_path / "acc.csv"
     _run(out, silent, [TASK], max_shots=400)
     rows = read_rows(out)
-    for i in range(0, len(rows), 3):
-        got = {r["decoder"]: r for r in rows[i : i + 3]}
+    for i in range(0, len(rows), N_DEC):
+        got = {r["decoder"]: r for r in rows[i : i + N_DEC]}
         assert got[PRE]["errors"] == got[PM]["errors"]
+        assert got[PIPE]["errors"] == got[PM_CORR]["errors"]
         cc = got[PRE]["custom_counts"]
         assert cc["events_after"] == cc["events_before"] and cc["corrections"] == 0
         assert got[PRE]["json_metadata"]["model"] == "<QuantizedModel>"
@@ -209,26 +213,31 @@ def test_summarize_sums_chunks_and_derives_figures(tmp_path: Path) -> None:
         "corrections": 7,
         "pm_residual_ns": 300_000,
         "pm_residual_b1_ns": 600_000,
+        "predecoder_b1_ns": 1_000_000,
         "b1_shots": 100,
     }
     pm = {"decode_ns": 900_000, "pm_raw_b1_ns": 1_500_000, "b1_shots": 100}
+    corr = {"decode_ns": 1_000_000, "b1_ns": 400_000, "b1_shots": 100}
+    pipe = {"decode_ns": 4_000_000, "b1_ns": 2_000_000, "b1_shots": 100}
     _write_csv(
         out,
         [
             (500, 30, PM, pm),
-            (500, 20, PM_CORR, {"decode_ns": 2_000_000}),
+            (500, 20, PM_CORR, {**corr, "decode_ns": 2_000_000}),
             (500, 10, PRE, pre),
+            (500, 5, PIPE, pipe),
             (500, 10, PM, pm),
-            (500, 20, PM_CORR, {"decode_ns": 1_000_000}),
+            (500, 20, PM_CORR, corr),
             (500, 15, PRE, pre),
+            (500, 15, PIPE, pipe),
         ],
     )
     rows = summarize(out, min_errors=30)
     assert [r["decoder"] for r in rows] == list(ACCURACY_DECODERS)
     by = {r["decoder"]: r for r in rows}
-    assert [by[d]["shots"] for d in ACCURACY_DECODERS] == [1000] * 3
-    assert [by[d]["errors"] for d in ACCURACY_DECODERS] == [40, 40, 25]
-    assert [by[d]["enough_errors"] for d in ACCURACY_DECODERS] == [True, True, False]
+    assert [by[d]["shots"] for d in ACCURACY_DECODERS] == [1000] * 4
+    assert [by[d]["errors"] for d in ACCURACY_DECODERS] == [40, 40, 25, 20]
+    assert [by[d]["enough_errors"] for d in ACCURACY_DECODERS] == [True, True, False, False]
     assert by[PM]["seconds"] == pytest.approx(1.0)
     assert by[PRE]["counts"]["corrections"] == 14
     assert by[PRE]["ler"] == 0.025
@@ -251,6 +260,12 @@ def test_summarize_sums_chunks_and_derives_figures(tmp_path: Path) -> None:
     assert r["predecoder_us_per_shot"] == pytest.approx(6.0)
     assert r["ler_ratio_pm"] == pytest.approx(40 / 25)
     assert r["ler_ratio_pm_corr"] == pytest.approx(40 / 25)
+    assert r["pipeline_gain_pm"] == r["pipeline_gain_pm_corr"] == pytest.approx(2.0)
+    assert r["predecoder_b1_us_per_shot"] == pytest.approx(10.0)
+    assert r["pm_corr_us_per_shot"] == pytest.approx(3.0)
+    assert r["pm_corr_b1_us_per_shot"] == pytest.approx(4.0)
+    assert r["pipeline_us_per_shot"] == pytest.approx(8.0)
+    assert r["pipeline_b1_us_per_shot"] == pytest.approx(20.0)
 
 
 def test_write_summary_makes_a_table_and_a_plot(tmp_path: Path, model_path: Path) -> None:
@@ -259,11 +274,12 @@ def test_write_summary_makes_a_table_and_a_plot(tmp_path: Path, model_path: Path
     _run(out, model_path, tasks, max_shots=300, chunk=300)
     md, png = tmp_path / "s.md", tmp_path / "s.png"
     rows = write_summary(out, md_path=md, png_path=png, machine="test box")
-    assert len(rows) == 9
+    assert len(rows) == 3 * N_DEC
     text = md.read_text()
     assert "test box" in text
     table = [ln for ln in text.splitlines() if ln.startswith("| ")]
-    assert len(table) == 1 + 3  # header, one line per task
-    assert "LER pre+PM" in table[0] and "cut ×" in table[0] and "low" in table[0]
-    assert all(ln.rstrip().endswith("| yes |") for ln in table[1:])  # < 100 errors each
+    assert len(table) == 2 * (1 + 3)  # accuracy and time: header, one line per task
+    assert "LER pipeline" in table[0] and "cut ×" in table[0] and "low" in table[0]
+    assert all(ln.rstrip().endswith("| yes |") for ln in table[1:4])  # < 100 errors each
+    assert "pipeline b1 µs/shot" in table[4] and table[5].count("|") == table[4].count("|")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

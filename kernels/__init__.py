@@ -8,7 +8,8 @@
   footprint of every output.
 - ``QuantizedModel`` and ``reference_logits``: the shipped integer CNN and its
   NumPy reference. Backends (``BACKENDS``): numpy, numba, and cuda on a GPU.
-- ``TrainConfig`` / ``train``: reproduce the shipped weights (``qhil train``).
+- ``TrainConfig`` / ``train`` / ``write_model`` / ``plot_training``: reproduce the
+  shipped weights and their training curves (``qhil train``).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from qhil.kernels._predecoder import (
     PreDecodeResult,
     available_backends,
 )
-from qhil.kernels._train import TrainConfig, train
+from qhil.kernels._train import LABELS, TrainConfig, train, write_model
+from qhil.kernels._train_eval import plot_training
 
 __all__ = [
     "BACKENDS",
     "CHANNELS",
+    "LABELS",
     "MODELS",
     "PersistentPreDecodedMatching",
     "PreDecodeResult",
@@ -38,6 +41,8 @@ __all__ = [
     "QuantizedModel",
     "TrainConfig",
     "available_backends",
+    "plot_training",
     "reference_logits",
     "train",
+    "write_model",
 ]

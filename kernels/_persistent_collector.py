@@ -34,9 +34,12 @@ NO_RESULT = object()
 class Shared:
     """State the collector thread and the finalizer share; never refers to the decoder."""
 
-    def __init__(self, predecoder: Any, matching: pymatching.Matching, n_obs: int) -> None:
+    def __init__(
+        self, predecoder: Any, matching: pymatching.Matching, n_obs: int, *, correlated: bool
+    ) -> None:
         self.pd = predecoder
         self.matching = matching
+        self.correlated = correlated
         self.n_obs = n_obs
         self.cv = threading.Condition()
         self.mode: str | None = None  # "batch" or "stream", fixed by the first use
@@ -88,7 +91,7 @@ def _match(s: Shared, results: list[Any]) -> np.ndarray:
     """bool[len(results), n_obs]: ``obs_flip ^ PyMatching(residual)`` of DECODED results."""
     residual = np.stack([r.residual for r in results]).astype(np.uint8)
     obs_flip = np.stack([r.obs_flip for r in results])
-    rest = s.matching.decode_batch(residual)
+    rest = s.matching.decode_batch(residual, enable_correlations=s.correlated)
     return obs_flip ^ np.asarray(rest, dtype=bool).reshape(len(results), s.n_obs)
 
 

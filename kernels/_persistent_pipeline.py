@@ -165,6 +165,7 @@ class PersistentPreDecodedMatching:
         fallback: Any = None,
         forward_timeout_s: float = 1.0,
         poll_sleep_s: float | None = None,
+        correlated: bool = False,
     ) -> None:
         self.predecoder = predecoder  # a started qhil.kernels._persistent.PersistentPreDecoder
         self.matching = matching
@@ -187,7 +188,8 @@ class PersistentPreDecodedMatching:
             # On a GPU, yield the GIL between polls but do not sleep (latency); in the
             # simulator the kernel's threads are Python threads that need the GIL.
             poll_sleep_s = 1e-3 if self.simulated else 0.0
-        self._s = Shared(predecoder, matching, num_observables)
+        self.correlated = correlated
+        self._s = Shared(predecoder, matching, num_observables, correlated=correlated)
         self._submit_lock = threading.Lock()
         self._next_id = 0
         self._s.thread = threading.Thread(
@@ -210,6 +212,7 @@ class PersistentPreDecodedMatching:
         threads: int | None = None,
         fallback_backend: str = "auto",
         forward_timeout_s: float = 1.0,
+        correlated: bool = True,
     ) -> PersistentPreDecodedMatching:
         """Lay the pre-decoder out for ``circuit`` and launch its persistent kernel.
 
@@ -224,6 +227,8 @@ class PersistentPreDecodedMatching:
                 not finish: "numba", "numpy", or "auto" (numba where it imports).
                 Never a GPU backend: it would queue behind the persistent kernel.
             forward_timeout_s: how long ``on_round`` waits for room in the input ring.
+            correlated: as ``PreDecodedMatching.from_circuit``'s (correlated PyMatching
+                on the residual by default).
 
         Raises:
             RuntimeError: the persistent kernel cannot run here (no GPU, no Numba CUDA),
@@ -246,14 +251,17 @@ class PersistentPreDecodedMatching:
         geometry = PreDecoderGeometry.from_circuit(circuit)
         qmodel = resolve_model(model)
         dem = circuit.detector_error_model(decompose_errors=True)
-        matching = pymatching.Matching.from_detector_error_model(dem)
+        matching = pymatching.Matching.from_detector_error_model(
+            dem, enable_correlations=correlated
+        )
         if fallback_backend == "auto":
             cpu = [b for b in available_backends() if b in _FALLBACK_BACKENDS]
             fallback_backend = cpu[0] if cpu else "numpy"
         fallback = PreDecodedMatching(  # its own Matching: the collector thread uses the other
             PreDecoder(geometry, qmodel, fallback_backend, threshold=threshold),
-            pymatching.Matching.from_detector_error_model(dem),
+            pymatching.Matching.from_detector_error_model(dem, enable_correlations=correlated),
             num_observables=circuit.num_observables,
+            correlated=correlated,
         )
         fallback.decode_batch(np.zeros((1, circuit.num_detectors), dtype=np.uint8))  # compile
         pd = PersistentPreDecoder.start(
@@ -263,7 +271,7 @@ class PersistentPreDecodedMatching:
         try:
             return cls(
                 pd, matching, num_observables=circuit.num_observables, fallback=fallback,
-                forward_timeout_s=forward_timeout_s,
+                forward_timeout_s=forward_timeout_s, correlated=correlated,
             )  # fmt: skip
         except BaseException:
             pd.stop()

@@ -6,11 +6,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qhil.kernels import TrainConfig, train
+from qhil.kernels import TrainConfig, plot_training, train
 
 pytest.importorskip("torch")
 
-TINY = TrainConfig(widths=(4, 6, 4), distances=(3,), p_values=(0.004,), steps=6, batch_size=16)
+TINY = TrainConfig(
+    widths=(4, 6, 4), distances=(3,), p_values=(0.004,), steps=6, batch_size=16,
+    val_every=2, val_shots=64, checkpoint_every=2,
+)  # fmt: skip
+
+
+class _Cut(Exception):
+    pass
 
 
 def test_same_seed_and_config_give_the_same_weights(tmp_path: Path) -> None:
@@ -54,3 +61,49 @@ def test_shipped_config_is_the_one_in_the_model() -> None:
     if meta.get("status", "").startswith("interim"):
         pytest.skip("the shipped model is an interim trial run")
     assert TrainConfig(**recorded) == shipped
+
+
+def test_a_run_cut_off_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
+    whole = train(TINY)
+    ckpt, log = tmp_path / "m.ckpt.pt", tmp_path / "m.log.csv"
+
+    def cut(step: int, loss: float) -> None:
+        if step == 2:  # steps 0..2 ran; the checkpoint holds the first 2
+            raise _Cut
+
+    with pytest.raises(_Cut):
+        train(TINY, checkpoint_path=ckpt, log_path=log, on_step=cut)
+    assert ckpt.is_file()
+    resumed = train(TINY, checkpoint_path=ckpt, log_path=log)
+    for a, b in zip(whole.weights + whole.biases, resumed.weights + resumed.biases, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.meta["validation"]["history"] == whole.meta["validation"]["history"]
+    steps = [int(ln.split(",")[0]) for ln in log.read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps))  # no step logged twice after the resume
+    other = TrainConfig(**{**TINY.__dict__, "lr": 0.01})
+    with pytest.raises(ValueError, match="different training config"):
+        train(other, checkpoint_path=ckpt)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="delete it to start afresh"):
+        train(TINY, checkpoint_path=ckpt)
+
+
+def test_the_kept_weights_are_the_best_validated_and_the_curves_plot(tmp_path: Path) -> None:
+    log = tmp_path / "m.log.csv"
+    model = train(TINY, log_path=log)
+    val = model.meta["validation"]
+    assert [h["step"] for h in val["history"]] == [2, 4, 6]
+    best = min(h["total"] for h in val["history"])
+    kept = [h for h in val["history"] if h["step"] == model.meta["kept_step"]]
+    assert kept and kept[0]["total"] == best
+    assert val["shots"] == 2 * 64 and val["pymatching_errors"] >= 0
+    png = tmp_path / "m.curves.png"
+    plot_training(model, log, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_canonical_labels_still_train_and_bad_label_names_fail() -> None:
+    model = train(TrainConfig(**{**TINY.__dict__, "labels": "canonical", "steps": 2}))
+    assert model.meta["training"]["labels"] == "canonical"
+    with pytest.raises(ValueError, match="labels must be one of"):
+        TrainConfig(labels="oracle")
