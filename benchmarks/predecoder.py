@@ -7,7 +7,9 @@ resumable: rerunning continues where the CSV stopped); the summary goes to
 in training. Run from the repository root::
 
     python benchmarks/predecoder.py                  # the full grid (long on a CPU)
-    python benchmarks/predecoder.py --distances 3,5 --max-shots 20000
+    python benchmarks/predecoder.py --distances 3,5 --noise sd6 --max-shots 20000
+
+The CSV is per model: after retraining, move the old one away first.
 
 These are measurements, never assertions.
 """
@@ -48,21 +50,29 @@ def render_backends(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--distances", default="3,5,7,9")
-    parser.add_argument("--bases", default="z,x")
-    parser.add_argument("--ps", default="0.002,0.003,0.005")
-    parser.add_argument("--noise", default="stim-depolarizing")
-    parser.add_argument("--max-shots", type=int, default=100_000)
-    parser.add_argument("--chunk", type=int, default=10_000)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--distances", default="3,5,7,9,11", help="comma-separated odd d")
+    parser.add_argument("--bases", default="z,x", help="comma-separated, of x, z")
+    parser.add_argument("--ps", default="0.002,0.003,0.005", help="comma-separated p")
+    parser.add_argument(
+        "--noise", default="stim-depolarizing,sd6,si1000",
+        help="comma-separated noise models, of stim-depolarizing, sd6, si1000",
+    )  # fmt: skip
+    parser.add_argument("--min-errors", type=int, default=100, help="errors wanted per decoder")
+    parser.add_argument("--max-shots", type=int, default=100_000, help="shots at most per task")
+    parser.add_argument("--chunk", type=int, default=10_000, help="shots per CSV row")
     parser.add_argument("--max-seconds-per-task", type=float, default=None)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--skip-backends", action="store_true")
+    parser.add_argument("--model", default="default", help="packaged name or .npz path")
+    parser.add_argument("--out", type=Path, default=OUT, help="results folder")
+    parser.add_argument("--skip-backends", action="store_true", help="no inference timing")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tasks = [
-        AccuracyTask(basis=b, distance=int(d), p=float(p), noise=args.noise)
+        AccuracyTask(basis=b, distance=int(d), p=float(p), noise=n)
+        for n in args.noise.split(",")
         for b in args.bases.split(",")
         for d in args.distances.split(",")
         for p in args.ps.split(",")
@@ -72,6 +82,7 @@ def main() -> None:
         tasks,
         csv_path=csv_path,
         model=args.model,
+        min_errors=args.min_errors,
         max_shots=args.max_shots,
         chunk=args.chunk,
         max_seconds_per_task=args.max_seconds_per_task,
@@ -82,6 +93,7 @@ def main() -> None:
         md_path=args.out / "predecoder_accuracy.md",
         png_path=args.out / "predecoder_accuracy.png",
         machine=machine_description(),
+        min_errors=args.min_errors,
     )
     if not args.skip_backends:
         results = bench_backends(model=args.model)

@@ -24,6 +24,7 @@ from qhil.kernels._predecoder import (
     PreDecoder,
     PreDecodeResult,
     available_backends,
+    default_threshold,
 )
 from qhil.kernels._train import LABELS, TrainConfig, train, write_model
 from qhil.kernels._train_eval import plot_training
@@ -41,6 +42,7 @@ __all__ = [
     "QuantizedModel",
     "TrainConfig",
     "available_backends",
+    "default_threshold",
     "plot_training",
     "reference_logits",
     "train",

@@ -83,7 +83,12 @@ from qhil.kernels._model import QuantizedModel
 from qhil.kernels._persistent_collector import NO_RESULT, Shared, alive, collect, shutdown
 from qhil.kernels._persistent_tables import D_STREAM
 from qhil.kernels._pipeline import PreDecodedMatching
-from qhil.kernels._predecoder import PreDecoder, available_backends, resolve_model
+from qhil.kernels._predecoder import (
+    PreDecoder,
+    available_backends,
+    default_threshold,
+    resolve_model,
+)
 
 __all__ = ["PersistentPreDecodedMatching", "persistent_available"]
 
@@ -206,7 +211,7 @@ class PersistentPreDecodedMatching:
         circuit: stim.Circuit,
         *,
         model: str | Path | QuantizedModel = "default",
-        threshold: float = 0.0,
+        threshold: float | None = None,
         watchdog_s: float = 2.0,
         n_slots: int = 256,
         threads: int | None = None,
@@ -250,6 +255,8 @@ class PersistentPreDecodedMatching:
 
         geometry = PreDecoderGeometry.from_circuit(circuit)
         qmodel = resolve_model(model)
+        if threshold is None:
+            threshold = default_threshold(qmodel)
         dem = circuit.detector_error_model(decompose_errors=True)
         matching = pymatching.Matching.from_detector_error_model(
             dem, enable_correlations=correlated

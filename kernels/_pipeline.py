@@ -59,7 +59,7 @@ class PreDecodedMatching:
         *,
         model: str | Path | QuantizedModel = "default",
         backend: str = "auto",
-        threshold: float = 0.0,
+        threshold: float | None = None,
         correlated: bool = True,
     ) -> PreDecodedMatching:
         """The pre-decoder and PyMatching for ``circuit``.

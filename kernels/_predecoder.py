@@ -39,7 +39,14 @@ import stim
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel, reference_logits
 
-__all__ = ["BACKENDS", "MODELS", "PreDecodeResult", "PreDecoder", "available_backends"]
+__all__ = [
+    "BACKENDS",
+    "MODELS",
+    "PreDecodeResult",
+    "PreDecoder",
+    "available_backends",
+    "default_threshold",
+]
 
 BACKENDS = ("numpy", "numba", "cuda", "cuda-persistent")
 # Backends that run batches through ``PreDecoder.predecode``; "cuda-persistent" is the
@@ -112,6 +119,17 @@ def _load_model(name: str) -> QuantizedModel:
     return QuantizedModel.load(path)
 
 
+def default_threshold(model: QuantizedModel) -> float:
+    """The model's calibrated threshold (``meta["threshold"]``), or 0 where it has none.
+
+    ``qhil train`` calibrates it on fresh shots: the smallest logit threshold at
+    which pre-decoder + PyMatching makes no more logical errors than PyMatching
+    alone (``kernels/_train_eval.py``).
+    """
+    value = model.meta.get("threshold", 0.0) if model.meta else 0.0
+    return float(value)
+
+
 def resolve_model(model: str | Path | QuantizedModel) -> QuantizedModel:
     """A model by packaged name (``MODELS``), by ``.npz`` path, or as given."""
     if isinstance(model, QuantizedModel):
@@ -158,7 +176,7 @@ class PreDecoder:
         backend: str,
         *,
         batch_size: int = 256,
-        threshold: float = 0.0,
+        threshold: float | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} or 'auto'; got {backend!r}")
@@ -168,9 +186,9 @@ class PreDecoder:
         self.model = model
         self.backend = backend
         self.batch_size = batch_size
-        self.threshold = threshold
+        self.threshold = default_threshold(model) if threshold is None else float(threshold)
         # The threshold in the logits' integer scale; binarizing stays exact on every backend.
-        self._cut = int(np.floor(threshold * 2 ** (model.weight_bits + model.act_bits)))
+        self._cut = int(np.floor(self.threshold * 2 ** (model.weight_bits + model.act_bits)))
         self._logits = _LOADERS[backend]()
 
     @classmethod
@@ -181,7 +199,7 @@ class PreDecoder:
         model: str | Path | QuantizedModel = "default",
         backend: str = "auto",
         batch_size: int = 256,
-        threshold: float = 0.0,
+        threshold: float | None = None,
     ) -> PreDecoder:
         """Lay the pre-decoder out for ``circuit``.
 
@@ -191,9 +209,11 @@ class PreDecoder:
             model: a packaged model name, a ``.npz`` model file, or a ``QuantizedModel``.
             backend: one of ``BACKENDS``, or "auto" for the fastest available.
             batch_size: shots per inference call (bounds memory).
-            threshold: apply a correction where its logit exceeds this. 0 is the
-                Ising binarization (more likely than not); a higher value applies
-                only confident corrections, leaving more to PyMatching.
+            threshold: apply a correction where its logit exceeds this. None (the
+                default) takes the model's calibrated threshold
+                (``default_threshold``); 0 is the Ising binarization (more likely
+                than not); a higher value applies only confident corrections,
+                leaving more to PyMatching.
         """
         if backend == "auto":
             backend = available_backends()[0]
@@ -204,6 +224,21 @@ class PreDecoder:
             batch_size=batch_size,
             threshold=threshold,
         )
+
+    def logits(self, dets: np.ndarray) -> np.ndarray:
+        """The network's integer logits, before binarizing.
+
+        Returns:
+            int64[shots, 4, T, d, d], C-contiguous, in units of
+            ``2**-(weight_bits + act_bits)`` (the same on every backend). Entries
+            outside ``geometry.output_mask`` name no real error.
+        """
+        x = self.geometry.inputs(dets)
+        out = np.empty(x.shape, dtype=np.int64)
+        for lo in range(0, x.shape[0], self.batch_size):
+            hi = lo + self.batch_size
+            out[lo:hi] = self._logits(np.ascontiguousarray(x[lo:hi]), self.model)
+        return out
 
     def outputs(self, dets: np.ndarray) -> np.ndarray:
         """The binarized network outputs, masked to real errors.

@@ -48,10 +48,11 @@ import numpy as np
 from qhil.kernels._model import QuantizedModel
 from qhil.kernels._train_eval import ValidationSet
 
-__all__ = ["LABELS", "TrainConfig", "train", "write_model"]
+__all__ = ["LABELS", "TrainConfig", "calibrate", "train", "write_model"]
 
 LABELS = ("teacher", "canonical")
 _REF_ENTRIES = 1000  # the loss is per shot and per this many output entries
+_CAL_SEED = 2**41  # calibration shots: apart from training's and validation's seeds
 _LOG_HEADER = ("step", "loss", "distance", "basis", "noise", "p", "seconds", "val_errors")
 
 if sys.version_info >= (3, 11):
@@ -81,6 +82,7 @@ class TrainConfig:
     val_every: int = 500
     val_shots: int = 2000
     checkpoint_every: int = 250
+    calibration_shots: int = 10000
 
     def __post_init__(self) -> None:
         from qhil.sim import BASES, NOISE_MODELS
@@ -101,8 +103,10 @@ class TrainConfig:
             raise ValueError("steps, batch_size and threads must be >= 1 and lr > 0")
         if self.labels not in LABELS:
             raise ValueError(f"labels must be one of {LABELS}; got {self.labels!r}")
-        if min(self.val_every, self.val_shots, self.checkpoint_every) < 1:
-            raise ValueError("val_every, val_shots and checkpoint_every must be >= 1")
+        if min(self.val_every, self.val_shots, self.checkpoint_every, self.calibration_shots) < 1:
+            raise ValueError(
+                "val_every, val_shots, checkpoint_every and calibration_shots must be >= 1"
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -373,7 +377,20 @@ def _finish(net: Any, config: TrainConfig, state: _State, validation: Validation
     model.meta["quantization_agreement"] = _agreement(net, model, settings, rng)
     model.meta["parameters"] = model.parameter_count
     model.meta["receptive_field"] = model.receptive_field
+    calibrate(model, config)
     return model
+
+
+def calibrate(model: QuantizedModel, config: TrainConfig) -> None:
+    """Set ``model.meta["threshold"]`` by calibrated abstention on fresh shots.
+
+    The set is ``ValidationSet.for_config`` with ``config.calibration_shots``
+    per setting from seeds of its own (not the checkpoint-selection set), and
+    the record of what was tried goes to ``meta["calibration"]``.
+    """
+    cal = ValidationSet.for_config(config, shots=config.calibration_shots, seed=_CAL_SEED)
+    model.meta["calibration"] = cal.calibrate(model)
+    model.meta["threshold"] = model.meta["calibration"]["threshold"]
 
 
 def _agreement(net: Any, model: QuantizedModel, settings: _Settings, rng: Any) -> float:

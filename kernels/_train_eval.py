@@ -9,6 +9,12 @@ rates, and the number that says whether the pre-decoder helps or hurts.
 Validation settings are the larger distances of the config (d >= 5), each in
 both bases, at the config's highest p (where fault pairs, the pre-decoder's
 hard case, are common), with the noise models taken in turn.
+
+Calibrated abstention: after training, ``calibrate`` picks the default
+threshold of the shipped model on a second, larger set of fresh shots: the
+smallest logit threshold at which pre-decoder + PyMatching makes no more
+logical errors than PyMatching alone on the same shots. Below the threshold
+the network abstains and PyMatching sees those events untouched.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ValidationSet", "plot_training"]
+__all__ = ["THRESHOLDS", "ValidationSet", "plot_training"]
 
+THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)  # logits tried by ``calibrate``
 _VAL_SEED = 2**40  # far from the seeds training draws (below 2**62, from its own rng)
 
 
@@ -29,6 +36,7 @@ class _Split:
     """One validation setting: its shots, and PyMatching's errors on them."""
 
     name: str
+    circuit: Any
     geometry: Any
     matching: Any
     inputs: np.ndarray  # float32[shots, 4, T, d, d]
@@ -44,7 +52,8 @@ class ValidationSet:
     splits: tuple[_Split, ...]
 
     @classmethod
-    def for_config(cls, config: Any, *, shots: int) -> ValidationSet:
+    def for_config(cls, config: Any, *, shots: int, seed: int = _VAL_SEED) -> ValidationSet:
+        """Validation shots for ``config`` (a ``TrainConfig``), ``shots`` per setting."""
         import pymatching
 
         from qhil.kernels._geometry import PreDecoderGeometry
@@ -59,7 +68,7 @@ class ValidationSet:
                                      noise=NoiseModel.from_name(noise, p))  # fmt: skip
             dem = circuit.detector_error_model(decompose_errors=True)
             matching = pymatching.Matching.from_detector_error_model(dem)
-            dets, obs = circuit.compile_detector_sampler(seed=_VAL_SEED + i).sample(
+            dets, obs = circuit.compile_detector_sampler(seed=seed + i).sample(
                 shots, separate_observables=True
             )
             geometry = PreDecoderGeometry.from_circuit(circuit)
@@ -67,6 +76,7 @@ class ValidationSet:
             splits.append(
                 _Split(
                     name=f"{noise}:{basis}:d{d}:p{p}",
+                    circuit=circuit,
                     geometry=geometry,
                     matching=matching,
                     inputs=geometry.inputs(dets).astype(np.float32),
@@ -85,25 +95,70 @@ class ValidationSet:
     def pm_errors(self) -> int:
         return sum(s.pm_errors for s in self.splits)
 
-    def errors(self, net: Any, *, device: Any, batch: int = 512) -> dict[str, int]:
-        """Logical errors of the float network + uncorrelated PyMatching, per split and total."""
+    def logits(self, net: Any, *, device: Any, batch: int = 512) -> list[np.ndarray]:
+        """The float network's logits on each split: float32[shots, 4, T, d, d]."""
         import torch
 
-        out: dict[str, int] = {}
         with torch.no_grad():
-            for s in self.splits:
-                e = np.concatenate(
-                    [
-                        net(torch.from_numpy(s.inputs[lo : lo + batch]).to(device)).cpu().numpy()
-                        > 0
-                        for lo in range(0, s.inputs.shape[0], batch)
-                    ]
-                )
-                flips, obs_flip = s.geometry.footprint(e)
-                pred = obs_flip ^ s.matching.decode_batch(s.dets ^ flips).astype(bool)
-                out[s.name] = int(np.any(pred != s.obs, axis=1).sum())
+            return [
+                np.concatenate([
+                    net(torch.from_numpy(s.inputs[lo : lo + batch]).to(device)).cpu().numpy()
+                    for lo in range(0, s.inputs.shape[0], batch)
+                ])
+                for s in self.splits
+            ]  # fmt: skip
+
+    def errors_at(self, logits: list[np.ndarray], threshold: float) -> dict[str, int]:
+        """Logical errors of pre-decoder + uncorrelated PyMatching at ``threshold``.
+
+        Returns errors per split name, and their ``"total"``.
+        """
+        out: dict[str, int] = {}
+        for s, lg in zip(self.splits, logits, strict=True):
+            flips, obs_flip = s.geometry.footprint(lg > threshold)
+            pred = obs_flip ^ s.matching.decode_batch(s.dets ^ flips).astype(bool)
+            out[s.name] = int(np.any(pred != s.obs, axis=1).sum())
         out["total"] = sum(out.values())
         return out
+
+    def errors(self, net: Any, *, device: Any) -> dict[str, int]:
+        """Logical errors of the float network + uncorrelated PyMatching, per split and total."""
+        return self.errors_at(self.logits(net, device=device), 0.0)
+
+    def calibrate(self, model: Any, *, backend: str = "auto") -> dict[str, Any]:
+        """The smallest threshold of ``THRESHOLDS`` at which pre+PM errs no more than PM.
+
+        Scored with the integer ``model`` (a ``QuantizedModel``), as shipped.
+
+        Returns ``{"threshold", "shots", "pymatching_errors", "tried"}``: the
+        threshold (the largest one if none qualifies) and, per threshold tried,
+        its errors and detection events left per shot.
+        """
+        from qhil.kernels._predecoder import PreDecoder
+
+        scale = 2.0 ** (model.weight_bits + model.act_bits)
+        logits = []
+        for s in self.splits:
+            pd = PreDecoder.for_circuit(s.circuit, model=model, backend=backend, threshold=0.0)
+            logits.append(pd.logits(s.dets) / scale)
+        tried: list[dict[str, float]] = []
+        chosen = THRESHOLDS[-1]
+        for tau in THRESHOLDS:
+            left = sum(
+                int((s.dets ^ s.geometry.footprint(lg > tau)[0]).sum())
+                for s, lg in zip(self.splits, logits, strict=True)
+            )
+            errors = self.errors_at(logits, tau)["total"]
+            tried.append({"threshold": tau, "errors": errors, "events_left": left / self.shots})
+            if errors <= self.pm_errors:
+                chosen = tau
+                break
+        return {
+            "threshold": chosen,
+            "shots": self.shots,
+            "pymatching_errors": self.pm_errors,
+            "tried": tried,
+        }
 
 
 def plot_training(model: Any, log_path: Path, png_path: Path) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pymatching
 import pytest
@@ -71,12 +73,35 @@ def test_final_prediction_is_a_valid_decoding_for_any_model() -> None:
 def test_a_model_that_never_fires_leaves_pymatching_alone() -> None:
     circuit = _circuit("x", 5, 5)
     dets, _ = circuit.compile_detector_sampler(seed=5).sample(500, separate_observables=True)
-    pipeline = PreDecodedMatching.from_circuit(circuit, model=_never_fires(), backend="numpy")
-    m = pymatching.Matching.from_detector_error_model(
-        circuit.detector_error_model(decompose_errors=True)
+    dem = circuit.detector_error_model(decompose_errors=True)
+    plain = PreDecodedMatching.from_circuit(
+        circuit, model=_never_fires(), backend="numpy", correlated=False
     )
-    np.testing.assert_array_equal(pipeline.decode_batch(dets), m.decode_batch(dets).astype(bool))
-    assert pipeline.num_detectors == circuit.num_detectors and pipeline.name == "predecoder"
+    m = pymatching.Matching.from_detector_error_model(dem)
+    np.testing.assert_array_equal(plain.decode_batch(dets), m.decode_batch(dets).astype(bool))
+    assert plain.num_detectors == circuit.num_detectors and plain.name == "predecoder"
+    # The default pipeline puts correlated PyMatching behind the pre-decoder.
+    pipeline = PreDecodedMatching.from_circuit(circuit, model=_never_fires(), backend="numpy")
+    corr = pymatching.Matching.from_detector_error_model(dem, enable_correlations=True)
+    want = corr.decode_batch(dets, enable_correlations=True).astype(bool)
+    assert pipeline.correlated
+    np.testing.assert_array_equal(pipeline.decode_batch(dets), want)
+
+
+def test_logits_and_the_models_calibrated_threshold() -> None:
+    circuit = _circuit("z", 3, 3)
+    dets, _ = circuit.compile_detector_sampler(seed=6).sample(50, separate_observables=True)
+    model = QuantizedModel.random(widths=(4, 6, 4), kernel=3, seed=2)
+    pd = PreDecoder.for_circuit(circuit, model=model, backend="numpy")
+    logits = pd.logits(dets)
+    assert logits.dtype == np.int64 and pd.threshold == 0.0
+    np.testing.assert_array_equal(logits, reference_logits(pd.geometry.inputs(dets), model))
+    calibrated = dataclasses.replace(model, meta={"threshold": 1.5})
+    pd = PreDecoder.for_circuit(circuit, model=calibrated, backend="numpy")
+    assert pd.threshold == 1.5
+    cut = 1.5 * 2 ** (model.weight_bits + model.act_bits)
+    np.testing.assert_array_equal(pd.outputs(dets), (logits > cut) & pd.geometry.output_mask)
+    assert PreDecoder.for_circuit(circuit, model=calibrated, threshold=0.0).threshold == 0.0
 
 
 def test_bad_inputs_get_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from qhil.kernels import TrainConfig, plot_training, train
+from qhil.kernels._train_eval import THRESHOLDS
 
 pytest.importorskip("torch")
 
 TINY = TrainConfig(
     widths=(4, 6, 4), distances=(3,), p_values=(0.004,), steps=6, batch_size=16,
-    val_every=2, val_shots=64, checkpoint_every=2,
+    val_every=2, val_shots=64, checkpoint_every=2, calibration_shots=64,
 )  # fmt: skip
 
 
@@ -97,6 +98,12 @@ def test_the_kept_weights_are_the_best_validated_and_the_curves_plot(tmp_path: P
     kept = [h for h in val["history"] if h["step"] == model.meta["kept_step"]]
     assert kept and kept[0]["total"] == best
     assert val["shots"] == 2 * 64 and val["pymatching_errors"] >= 0
+    cal = model.meta["calibration"]
+    assert model.meta["threshold"] == cal["threshold"] and cal["shots"] == 2 * 64
+    tried = [t["threshold"] for t in cal["tried"]]
+    assert tried == list(THRESHOLDS[: len(tried)]) and cal["threshold"] in tried
+    last = cal["tried"][-1]
+    assert last["errors"] <= cal["pymatching_errors"] or len(tried) == len(THRESHOLDS)
     png = tmp_path / "m.curves.png"
     plot_training(model, log, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
