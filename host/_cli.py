@@ -103,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     acc.add_argument("--distances", default="3,5,7,9", help="comma-separated odd distances")
     acc.add_argument("--bases", default="z,x")
     acc.add_argument("--ps", default="0.002,0.003,0.005", help="comma-separated p values")
-    acc.add_argument("--noise", default="stim-depolarizing")
+    acc.add_argument(
+        "--noise", default="stim-depolarizing",
+        help="comma-separated noise models, of: stim-depolarizing, sd6, si1000",
+    )  # fmt: skip
     acc.add_argument("--model", default="default", help="packaged model name or .npz path")
     acc.add_argument("--backend", default="auto")
     acc.add_argument("--min-errors", type=int, default=100)
@@ -285,7 +288,8 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read {text!r} as a comma-separated list") from None
 
     tasks = [
-        AccuracyTask(basis=b, distance=d, p=p, noise=args.noise)
+        AccuracyTask(basis=b, distance=d, p=p, noise=n)
+        for n in parse(args.noise, str)
         for b in parse(args.bases, str)
         for d in parse(args.distances, int)
         for p in parse(args.ps, float)

@@ -384,11 +384,18 @@ def _finish(net: Any, config: TrainConfig, state: _State, validation: Validation
 def calibrate(model: QuantizedModel, config: TrainConfig) -> None:
     """Set ``model.meta["threshold"]`` by calibrated abstention on fresh shots.
 
-    The set is ``ValidationSet.for_config`` with ``config.calibration_shots``
-    per setting from seeds of its own (not the checkpoint-selection set), and
-    the record of what was tried goes to ``meta["calibration"]``.
+    The set is ``ValidationSet.for_config`` at the config's middle and highest
+    p, with ``config.calibration_shots`` per setting from seeds of its own (not
+    the checkpoint-selection set); the record of what was tried goes to
+    ``meta["calibration"]``.
     """
-    cal = ValidationSet.for_config(config, shots=config.calibration_shots, seed=_CAL_SEED)
+    ps = sorted(config.p_values)
+    cal = ValidationSet.for_config(
+        config,
+        shots=config.calibration_shots,
+        seed=_CAL_SEED,
+        ps=tuple(sorted({ps[len(ps) // 2], ps[-1]})),
+    )
     model.meta["calibration"] = cal.calibrate(model)
     model.meta["threshold"] = model.meta["calibration"]["threshold"]
 
