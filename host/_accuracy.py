@@ -8,8 +8,12 @@ chunks, and on the same shots three decoders run:
 - ``predecoder+pymatching``: the CNN pre-decoder, then uncorrelated PyMatching
   on the residual (``final = obs_flip ^ MWPM(residual)``);
 - ``predecoder+pymatching-correlated``: the pipeline ``qhil run --decoder
-  predecoder`` runs: the same pre-decoder output, then correlated PyMatching on
-  the residual.
+  predecoder`` runs: the same network at the threshold calibrated for
+  correlated matching (``default_threshold(model, correlated=True)``), then
+  correlated PyMatching on the residual.
+
+Both pre-decoder rows binarize one inference's logits, each at its own
+threshold; ``predecoder_ns`` is that inference.
 
 Every chunk appends one CSV row per decoder in sinter's format
 (``shots,errors,discards,seconds,decoder,strong_id,json_metadata,custom_counts``),
@@ -357,7 +361,7 @@ def run_accuracy(
     """
     import pymatching
 
-    from qhil.kernels._predecoder import PreDecoder, resolve_model
+    from qhil.kernels import PreDecoder, default_threshold, resolve_model
 
     if chunk < 1 or max_shots < 1 or min_errors < 0:
         raise ValueError("need chunk >= 1, max_shots >= 1 and min_errors >= 0")
@@ -389,6 +393,12 @@ def run_accuracy(
         m_plain = pymatching.Matching.from_detector_error_model(dem)
         m_corr = pymatching.Matching.from_detector_error_model(dem, enable_correlations=True)
         pre = PreDecoder.for_circuit(circuit, model=qmodel, backend=backend)
+        # The pipeline's pre-decoder: the same network, the threshold calibrated for
+        # correlated matching behind it (``qhil run --decoder predecoder``).
+        pipe_pre = PreDecoder.for_circuit(
+            circuit, model=qmodel, backend=pre.backend,
+            threshold=default_threshold(qmodel, correlated=True),
+        )  # fmt: skip
         meta = task.metadata()
         pre_meta = {**meta, "backend": pre.backend, "model": model_name, "model_id": model_id}
 
@@ -425,8 +435,10 @@ def run_accuracy(
             b1_corr_ns = _decode_b1(m_corr, dets8[:b1], correlated=True)
 
             t0 = time.perf_counter_ns()
-            res = pre.predecode(dets)
+            logits = pre.logits(dets)
+            res = pre.predecode(dets, logits=logits)
             ns_pre = time.perf_counter_ns() - t0
+            res_p = pipe_pre.predecode(dets, logits=logits)
             b1_pre_ns = _predecode_b1(pre, dets[:b1])
             resid8 = res.residual.astype(np.uint8)
             t0 = time.perf_counter_ns()
@@ -434,11 +446,12 @@ def run_accuracy(
             ns_resid = time.perf_counter_ns() - t0
             b1_resid_ns = _decode_b1(m_plain, resid8[:b1])
             pred_c = res.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
+            resid8 = res_p.residual.astype(np.uint8)
             t0 = time.perf_counter_ns()
             pred_r = m_corr.decode_batch(resid8, enable_correlations=True)
             ns_corr_resid = time.perf_counter_ns() - t0
             b1_corr_resid_ns = _decode_b1(m_corr, resid8[:b1], correlated=True)
-            pred_p = res.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
+            pred_p = res_p.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
 
             err = {
                 PM: _mismatches(pred_a, obs),
@@ -469,6 +482,7 @@ def run_accuracy(
                     row(errors=err[PIPE], seconds=(ns_pre + ns_corr_resid) * 1e-9, decoder=PIPE,
                         metadata=pre_meta,
                         counts={
+                            "events_after": int(res_p.residual.sum()),
                             "decode_ns": ns_pre + ns_corr_resid,
                             "b1_ns": b1_pre_ns + b1_corr_resid_ns,
                             "b1_shots": b1,

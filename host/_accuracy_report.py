@@ -31,6 +31,7 @@ _FIGURES = (
     "density_before",
     "density_after",
     "density_cut",
+    "pipeline_density_cut",
     "pm_us_per_round_raw",
     "pm_us_per_round_residual",
     "pm_speedup",
@@ -106,6 +107,9 @@ def _task_figures(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     fig["pm_corr_us_per_round"] = _per(b, "decode_ns", scale=us_round)
     fig["pm_corr_us_per_shot"] = _per(b, "decode_ns", scale=us)
     fig["pm_corr_b1_us_per_shot"] = _per(b, "b1_ns", shots_key="b1_shots", scale=us)
+    fig["pipeline_density_cut"] = _div(
+        _per(c, "events_before", scale=1.0), _per(e, "events_after", scale=1.0)
+    )
     fig["pipeline_us_per_shot"] = _per(e, "decode_ns", scale=us)
     fig["pipeline_b1_us_per_shot"] = _per(e, "b1_ns", shots_key="b1_shots", scale=us)
     fig["pm_speedup"] = _div(fig["pm_us_per_round_raw"], fig["pm_us_per_round_residual"])
@@ -138,6 +142,7 @@ def summarize(csv_path: Path, *, min_errors: int = 100) -> list[dict[str, Any]]:
     - ``predecoder_us_per_shot`` / ``predecoder_b1_us_per_shot``: inference;
     - ``pipeline_us_per_shot`` / ``pipeline_b1_us_per_shot``: inference plus
       correlated PyMatching on the residual;
+    - ``pipeline_density_cut``: the same cut for the pipeline's threshold;
     - ``ler_ratio_pm`` / ``ler_ratio_pm_corr``: LER of PyMatching (uncorrelated
       / correlated) over LER of pre-decoder + PyMatching;
     - ``pipeline_gain_pm`` / ``pipeline_gain_pm_corr``: the same over the
@@ -197,7 +202,8 @@ def _fmt_ler(r: dict[str, Any] | None) -> str:
 
 _ACC_HEAD = (
     "| noise | basis | d | rounds | p | shots | LER PM | LER PM-corr | LER pre+PM "
-    "| LER pipeline | PM / pre+PM | PM / pipeline | PM-corr / pipeline | cut × | low |"
+    "| LER pipeline | PM / pre+PM | PM / pipeline | PM-corr / pipeline | cut × "
+    "| pipeline cut × | low |"
 )
 _TIME_HEAD = (
     "| noise | basis | d | p | PM µs/round raw | residual | speedup | PM b1 µs/round raw "
@@ -207,7 +213,7 @@ _TIME_HEAD = (
 
 
 def _table_lines(tasks: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[str], list[str]]:
-    acc = [_ACC_HEAD, "|" + "---|" * 15]
+    acc = [_ACC_HEAD, "|" + "---|" * 16]
     tim = [_TIME_HEAD, "|" + "---|" * 16]
     for decs in tasks.values():
         r0 = next(iter(decs.values()))
@@ -220,6 +226,7 @@ def _table_lines(tasks: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[str]
             *(_fmt_ler(decs.get(k)) for k in ACCURACY_DECODERS),
             _fmt(r0["ler_ratio_pm"], ".2f"), _fmt(r0["pipeline_gain_pm"], ".2f"),
             _fmt(r0["pipeline_gain_pm_corr"], ".2f"), _fmt(r0["density_cut"], ".2f"),
+            _fmt(r0["pipeline_density_cut"], ".2f"),
             "yes" if low else "",
         ]) + " |")  # fmt: skip
         tim.append("| " + " | ".join([
@@ -260,7 +267,8 @@ def write_summary(
         "pre+PM: pre-decoder, then uncorrelated PyMatching on the residual; pipeline: "
         "pre-decoder, then correlated PyMatching on the residual (`qhil run --decoder "
         "predecoder`). Ratios above 1 mean the pipeline (or pre+PM) is better.",
-        "- cut: detection-event density before / after the pre-decoder.",
+        "- cut: detection-event density before / after the pre-decoder at its default "
+        "threshold (for pre+PM); pipeline cut: the same at the pipeline's threshold.",
         f"- low: `yes` where a decoder has fewer than {min_errors} errors.",
         "",
         "## Accuracy",

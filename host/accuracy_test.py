@@ -18,7 +18,7 @@ from qhil.host._accuracy import (
 )
 from qhil.host._accuracy_report import summarize, write_summary
 from qhil.host._stats import wilson_interval
-from qhil.kernels import PreDecoder, QuantizedModel
+from qhil.kernels import PreDecoder, QuantizedModel, default_threshold
 from qhil.sim import sample_shots
 
 PM, PM_CORR, PRE, PIPE = ACCURACY_DECODERS
@@ -92,7 +92,8 @@ def test_run_writes_header_and_one_row_per_chunk_and_decoder(
             assert meta == task.metadata()
     counts = {r["decoder"]: r["custom_counts"] for r in rows[:N_DEC]}
     assert set(counts[PM]) == {"decode_ns", "pm_raw_b1_ns", "b1_shots"}
-    assert set(counts[PM_CORR]) == set(counts[PIPE]) == {"decode_ns", "b1_ns", "b1_shots"}
+    assert set(counts[PM_CORR]) == {"decode_ns", "b1_ns", "b1_shots"}
+    assert set(counts[PIPE]) == {"decode_ns", "b1_ns", "b1_shots", "events_after"}
     assert set(counts[PRE]) == {
         "events_before",
         "events_after",
@@ -165,7 +166,11 @@ def test_predecoder_errors_match_an_independent_recomputation(
         dets, obs = batch.detectors, batch.observables
         res = pd.predecode(dets)
         final = res.obs_flip ^ matching.decode_batch(res.residual).astype(bool)
-        pipe = res.obs_flip ^ corr.decode_batch(res.residual, enable_correlations=True)
+        res_p = PreDecoder.for_circuit(
+            circuit, model=model_path, backend="numpy",
+            threshold=default_threshold(QuantizedModel.load(model_path), correlated=True),
+        ).predecode(dets)  # fmt: skip
+        pipe = res_p.obs_flip ^ corr.decode_batch(res_p.residual, enable_correlations=True)
         plain = matching.decode_batch(dets).astype(bool)
         correlated = corr.decode_batch(dets, enable_correlations=True).astype(bool)
         got = {r["decoder"]: r for r in rows[N_DEC * i : N_DEC * (i + 1)]}
@@ -218,7 +223,7 @@ def test_summarize_sums_chunks_and_derives_figures(tmp_path: Path) -> None:
     }
     pm = {"decode_ns": 900_000, "pm_raw_b1_ns": 1_500_000, "b1_shots": 100}
     corr = {"decode_ns": 1_000_000, "b1_ns": 400_000, "b1_shots": 100}
-    pipe = {"decode_ns": 4_000_000, "b1_ns": 2_000_000, "b1_shots": 100}
+    pipe = {"decode_ns": 4_000_000, "b1_ns": 2_000_000, "b1_shots": 100, "events_after": 1080}
     _write_csv(
         out,
         [
@@ -266,6 +271,7 @@ def test_summarize_sums_chunks_and_derives_figures(tmp_path: Path) -> None:
     assert r["pm_corr_b1_us_per_shot"] == pytest.approx(4.0)
     assert r["pipeline_us_per_shot"] == pytest.approx(8.0)
     assert r["pipeline_b1_us_per_shot"] == pytest.approx(20.0)
+    assert r["pipeline_density_cut"] == pytest.approx(2.0)
 
 
 def test_write_summary_makes_a_table_and_a_plot(tmp_path: Path, model_path: Path) -> None:

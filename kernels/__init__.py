@@ -25,6 +25,7 @@ from qhil.kernels._predecoder import (
     PreDecodeResult,
     available_backends,
     default_threshold,
+    resolve_model,
 )
 from qhil.kernels._train import LABELS, TrainConfig, train, write_model
 from qhil.kernels._train_eval import plot_training
@@ -45,6 +46,7 @@ __all__ = [
     "default_threshold",
     "plot_training",
     "reference_logits",
+    "resolve_model",
     "train",
     "write_model",
 ]

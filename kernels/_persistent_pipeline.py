@@ -256,7 +256,7 @@ class PersistentPreDecodedMatching:
         geometry = PreDecoderGeometry.from_circuit(circuit)
         qmodel = resolve_model(model)
         if threshold is None:
-            threshold = default_threshold(qmodel)
+            threshold = default_threshold(qmodel, correlated=correlated)
         dem = circuit.detector_error_model(decompose_errors=True)
         matching = pymatching.Matching.from_detector_error_model(
             dem, enable_correlations=correlated

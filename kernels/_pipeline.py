@@ -25,7 +25,7 @@ import pymatching
 import stim
 
 from qhil.kernels._model import QuantizedModel
-from qhil.kernels._predecoder import PreDecoder
+from qhil.kernels._predecoder import PreDecoder, default_threshold, resolve_model
 
 __all__ = ["PreDecodedMatching"]
 
@@ -66,14 +66,20 @@ class PreDecodedMatching:
 
         Args:
             circuit: as for ``PreDecoder.for_circuit``.
-            model, backend, threshold: as for ``PreDecoder.for_circuit``.
+            model, backend: as for ``PreDecoder.for_circuit``.
+            threshold: as for ``PreDecoder.for_circuit``; None (the default) takes
+                the model's threshold calibrated for this matcher
+                (``default_threshold(model, correlated=correlated)``).
             correlated: decode the residual with correlated PyMatching (the
                 default, more accurate, about 2-3x the matching time); False for
                 plain minimum-weight matching.
         """
+        qmodel = resolve_model(model)
+        if threshold is None:
+            threshold = default_threshold(qmodel, correlated=correlated)
         dem = circuit.detector_error_model(decompose_errors=True)
         return cls(
-            PreDecoder.for_circuit(circuit, model=model, backend=backend, threshold=threshold),
+            PreDecoder.for_circuit(circuit, model=qmodel, backend=backend, threshold=threshold),
             pymatching.Matching.from_detector_error_model(dem, enable_correlations=correlated),
             num_observables=circuit.num_observables,
             correlated=correlated,

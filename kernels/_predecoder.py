@@ -46,6 +46,7 @@ __all__ = [
     "PreDecoder",
     "available_backends",
     "default_threshold",
+    "resolve_model",
 ]
 
 BACKENDS = ("numpy", "numba", "cuda", "cuda-persistent")
@@ -119,15 +120,18 @@ def _load_model(name: str) -> QuantizedModel:
     return QuantizedModel.load(path)
 
 
-def default_threshold(model: QuantizedModel) -> float:
-    """The model's calibrated threshold (``meta["threshold"]``), or 0 where it has none.
+def default_threshold(model: QuantizedModel, *, correlated: bool = False) -> float:
+    """The model's calibrated threshold for the matcher behind it, or 0 where it has none.
 
-    ``qhil train`` calibrates it on fresh shots: the smallest logit threshold at
-    which pre-decoder + PyMatching makes no more logical errors than PyMatching
-    alone (``kernels/_train_eval.py``).
+    ``qhil train`` calibrates both on fresh shots (``kernels/_train_eval.py``):
+    ``meta["threshold"]``, the smallest logit threshold at which pre-decoder +
+    PyMatching makes no more logical errors than PyMatching alone, and
+    ``meta["threshold_correlated"]``, the same with correlated PyMatching on
+    both sides (``correlated=True``).
     """
-    value = model.meta.get("threshold", 0.0) if model.meta else 0.0
-    return float(value)
+    meta = model.meta or {}
+    key = "threshold_correlated" if correlated and "threshold_correlated" in meta else "threshold"
+    return float(meta.get(key, 0.0))
 
 
 def resolve_model(model: str | Path | QuantizedModel) -> QuantizedModel:
@@ -255,14 +259,20 @@ class PreDecoder:
         out &= self.geometry.output_mask
         return out
 
-    def predecode(self, dets: np.ndarray) -> PreDecodeResult:
+    def predecode(self, dets: np.ndarray, *, logits: np.ndarray | None = None) -> PreDecodeResult:
         """Run the pre-decoder on a batch of shots.
 
         Args:
             dets: bool or uint8[shots, num_detectors], stim detector order.
+            logits: int64[shots, 4, T, d, d], this model's ``logits(dets)`` if
+                already computed (for example by a pre-decoder with another
+                threshold): binarized at this one's threshold, no inference.
         """
         dets = np.asarray(dets)
-        e = self.outputs(dets)
+        if logits is None:
+            e = self.outputs(dets)
+        else:
+            e = (np.asarray(logits) > self._cut) & self.geometry.output_mask
         flips, obs = self.geometry.footprint(e)
         residual = dets.astype(bool) ^ flips
         return PreDecodeResult(residual, obs, e.reshape(e.shape[0], -1).sum(axis=1))

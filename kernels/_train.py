@@ -382,11 +382,14 @@ def _finish(net: Any, config: TrainConfig, state: _State, validation: Validation
 
 
 def calibrate(model: QuantizedModel, config: TrainConfig) -> None:
-    """Set ``model.meta["threshold"]`` by calibrated abstention on fresh shots.
+    """Set the model's default thresholds by calibrated abstention on fresh shots.
 
-    The set is ``ValidationSet.for_config`` at the config's middle and highest
-    p, with ``config.calibration_shots`` per setting from seeds of its own (not
-    the checkpoint-selection set); the record of what was tried goes to
+    ``meta["threshold"]`` keeps pre-decoder + PyMatching no worse than
+    PyMatching alone; ``meta["threshold_correlated"]`` keeps the pipeline
+    (pre-decoder + correlated PyMatching) no worse than correlated PyMatching
+    alone. The set is ``ValidationSet.for_config`` at the config's middle and
+    highest p, with ``config.calibration_shots`` per setting from seeds of its
+    own (not the checkpoint-selection set); what was tried goes to
     ``meta["calibration"]``.
     """
     ps = sorted(config.p_values)
@@ -396,8 +399,11 @@ def calibrate(model: QuantizedModel, config: TrainConfig) -> None:
         seed=_CAL_SEED,
         ps=tuple(sorted({ps[len(ps) // 2], ps[-1]})),
     )
-    model.meta["calibration"] = cal.calibrate(model)
-    model.meta["threshold"] = model.meta["calibration"]["threshold"]
+    plain = cal.calibrate(model)
+    corr = cal.calibrate(model, correlated=True)
+    model.meta["calibration"] = {"pymatching": plain, "pymatching-correlated": corr}
+    model.meta["threshold"] = plain["threshold"]
+    model.meta["threshold_correlated"] = corr["threshold"]
 
 
 def _agreement(net: Any, model: QuantizedModel, settings: _Settings, rng: Any) -> float:

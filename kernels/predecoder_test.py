@@ -12,6 +12,7 @@ from qhil.kernels import (
     PreDecoder,
     PreDecoderGeometry,
     QuantizedModel,
+    default_threshold,
     reference_logits,
 )
 from qhil.sim import NoiseModel, memory_circuit
@@ -102,6 +103,18 @@ def test_logits_and_the_models_calibrated_threshold() -> None:
     cut = 1.5 * 2 ** (model.weight_bits + model.act_bits)
     np.testing.assert_array_equal(pd.outputs(dets), (logits > cut) & pd.geometry.output_mask)
     assert PreDecoder.for_circuit(circuit, model=calibrated, threshold=0.0).threshold == 0.0
+    # One binarization of logits computed once gives each threshold's result.
+    res = pd.predecode(dets, logits=logits)
+    direct = pd.predecode(dets)
+    np.testing.assert_array_equal(res.residual, direct.residual)
+    np.testing.assert_array_equal(res.obs_flip, direct.obs_flip)
+    # The pipeline takes the threshold calibrated for its matcher.
+    both = dataclasses.replace(model, meta={"threshold": 1.5, "threshold_correlated": 4.0})
+    assert default_threshold(both) == 1.5 and default_threshold(both, correlated=True) == 4.0
+    assert default_threshold(calibrated, correlated=True) == 1.5  # falls back
+    pipe = PreDecodedMatching.from_circuit(circuit, model=both, backend="numpy")
+    plain = PreDecodedMatching.from_circuit(circuit, model=both, backend="numpy", correlated=False)
+    assert (pipe.predecoder.threshold, plain.predecoder.threshold) == (4.0, 1.5)
 
 
 def test_bad_inputs_get_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]

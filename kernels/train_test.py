@@ -98,13 +98,15 @@ def test_the_kept_weights_are_the_best_validated_and_the_curves_plot(tmp_path: P
     kept = [h for h in val["history"] if h["step"] == model.meta["kept_step"]]
     assert kept and kept[0]["total"] == best
     assert val["shots"] == 2 * 64 and val["pymatching_errors"] >= 0
-    cal = model.meta["calibration"]
-    assert model.meta["threshold"] == cal["threshold"] and cal["shots"] == 2 * 64
-    tried = [t["threshold"] for t in cal["tried"]]
-    assert tried == list(THRESHOLDS[: len(tried)]) and cal["threshold"] in tried
-    last = cal["tried"][-1]
-    ok = all(last["errors"][g] <= n for g, n in cal["pymatching_errors"].items())
-    assert ok or len(tried) == len(THRESHOLDS)
+    for matcher, key in (("pymatching", "threshold"),
+                         ("pymatching-correlated", "threshold_correlated")):  # fmt: skip
+        cal = model.meta["calibration"][matcher]
+        assert model.meta[key] == cal["threshold"] and cal["shots"] == 2 * 64
+        tried = [t["threshold"] for t in cal["tried"]]
+        assert tried == list(THRESHOLDS[: len(tried)]) and cal["threshold"] == tried[-1]
+        last = cal["tried"][-1]
+        ok = all(last["errors"][g] <= n for g, n in cal["baseline_errors"].items())
+        assert ok or len(tried) == len(THRESHOLDS)
     png = tmp_path / "m.curves.png"
     plot_training(model, log, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
