@@ -3,13 +3,16 @@
 - ``PreDecoder.for_circuit(circuit, model=..., backend=...)`` and
   ``predecode(dets)`` give the residual syndrome and the logical flip
   (``PreDecodeResult``); ``PreDecodedMatching`` is the pre-decoder plus
-  PyMatching as one decoder for the loop (``qhil run --decoder predecoder``).
+  (correlated, by default) PyMatching as one decoder for the loop
+  (``qhil run --decoder predecoder``). Both apply the network only above the
+  model's calibrated threshold (``default_threshold``), which keeps them no
+  worse than the matcher alone.
 - ``PreDecoderGeometry``: the Ising-compatible tensor layout and the exact
   footprint of every output.
 - ``QuantizedModel`` and ``reference_logits``: the shipped integer CNN and its
   NumPy reference. Backends (``BACKENDS``): numpy, numba, and cuda on a GPU.
 - ``TrainConfig`` / ``train`` / ``write_model`` / ``plot_training``: reproduce the
-  shipped weights and their training curves (``qhil train``).
+  shipped weights, their thresholds and their training curves (``qhil train``).
 """
 
 from __future__ import annotations

@@ -47,6 +47,9 @@ CASES = {
     "si1000-x-d5-p0.004": lambda: memory_circuit(
         distance=5, rounds=5, basis="x", noise=NoiseModel.from_name("si1000", 0.004)
     ),
+    "sd6-x-d7-p0.003": lambda: memory_circuit(
+        distance=7, rounds=7, basis="x", noise=NoiseModel.from_name("sd6", 0.003)
+    ),
     "stim-z-d3-p0.006": lambda: memory_circuit(
         distance=3, rounds=3, basis="z", noise=NoiseModel.from_name("stim-depolarizing", 0.006)
     ),
