@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import hashlib
 import io
 import json
@@ -327,6 +326,105 @@ def _predecode_b1(pre: Any, dets: np.ndarray) -> int:
     return time.perf_counter_ns() - t0
 
 
+@dataclasses.dataclass(frozen=True)
+class _Decoders:
+    """The four decoders of one task, and how one chunk of shots is decoded and timed."""
+
+    plain: Any  # pymatching.Matching
+    corr: Any  # pymatching.Matching with correlations
+    pre: Any  # PreDecoder at the model's threshold for plain matching
+    pipe_pre: Any  # the same network at the threshold for correlated matching
+
+    @classmethod
+    def for_circuit(cls, circuit: Any, model: Any, backend: str) -> _Decoders:
+        import pymatching
+
+        from qhil.kernels import PreDecoder, default_threshold
+
+        dem = circuit.detector_error_model(decompose_errors=True)
+        pre = PreDecoder.for_circuit(circuit, model=model, backend=backend)
+        return cls(
+            plain=pymatching.Matching.from_detector_error_model(dem),
+            corr=pymatching.Matching.from_detector_error_model(dem, enable_correlations=True),
+            pre=pre,
+            # The pipeline (``qhil run --decoder predecoder``): the same network at the
+            # threshold calibrated for correlated matching behind it.
+            pipe_pre=PreDecoder.for_circuit(
+                circuit, model=model, backend=pre.backend,
+                threshold=default_threshold(model, correlated=True),
+            ),
+        )  # fmt: skip
+
+    def warm_up(self, dets: np.ndarray) -> None:
+        dets8 = dets.astype(np.uint8)
+        self.plain.decode_batch(dets8)
+        self.corr.decode_batch(dets8, enable_correlations=True)
+        self.pre.predecode(dets)
+        _decode_b1(self.plain, dets8[:8])
+        _predecode_b1(self.pre, dets[:2])
+
+    def _matched(self, res: Any, *, correlated: bool, b1: int) -> tuple[np.ndarray, int, int]:
+        """Predictions of ``obs_flip ^ PyMatching(residual)``, batched and batch-1 ns."""
+        m = self.corr if correlated else self.plain
+        resid8 = res.residual.astype(np.uint8)
+        t0 = time.perf_counter_ns()
+        rest = m.decode_batch(resid8, enable_correlations=correlated)
+        ns = time.perf_counter_ns() - t0
+        b1_ns = _decode_b1(m, resid8[:b1], correlated=correlated)
+        return res.obs_flip.astype(bool) ^ np.asarray(rest, dtype=bool), ns, b1_ns
+
+    def chunk(
+        self, dets: np.ndarray, obs: np.ndarray
+    ) -> tuple[dict[str, int], dict[str, float], dict[str, dict[str, int]]]:
+        """Errors, decoding seconds and custom counts of each decoder on one chunk."""
+        dets8 = dets.astype(np.uint8)
+        b1 = min(_B1_SHOTS, dets.shape[0])
+        t0 = time.perf_counter_ns()
+        pred_pm = self.plain.decode_batch(dets8)
+        ns_pm = time.perf_counter_ns() - t0
+        b1_pm = _decode_b1(self.plain, dets8[:b1])
+        t0 = time.perf_counter_ns()
+        pred_corr = self.corr.decode_batch(dets8, enable_correlations=True)
+        ns_corr = time.perf_counter_ns() - t0
+        b1_corr = _decode_b1(self.corr, dets8[:b1], correlated=True)
+        t0 = time.perf_counter_ns()
+        logits = self.pre.logits(dets)
+        res = self.pre.predecode(dets, logits=logits)
+        ns_pre = time.perf_counter_ns() - t0
+        res_p = self.pipe_pre.predecode(dets, logits=logits)
+        b1_pre = _predecode_b1(self.pre, dets[:b1])
+        pred_pre, ns_resid, b1_resid = self._matched(res, correlated=False, b1=b1)
+        pred_pipe, ns_pipe, b1_pipe = self._matched(res_p, correlated=True, b1=b1)
+        err = {
+            PM: _mismatches(pred_pm, obs),
+            PM_CORR: _mismatches(pred_corr, obs),
+            PRE: _mismatches(pred_pre, obs),
+            PIPE: _mismatches(pred_pipe, obs),
+        }
+        ns = {PM: ns_pm, PM_CORR: ns_corr, PRE: ns_pre + ns_resid, PIPE: ns_pre + ns_pipe}
+        counts = {
+            PM: {"decode_ns": ns_pm, "pm_raw_b1_ns": b1_pm, "b1_shots": b1},
+            PM_CORR: {"decode_ns": ns_corr, "b1_ns": b1_corr, "b1_shots": b1},
+            PRE: {
+                "events_before": int(dets.sum()),
+                "events_after": int(res.residual.sum()),
+                "predecoder_ns": ns_pre,
+                "predecoder_b1_ns": b1_pre,
+                "corrections": int(np.asarray(res.corrections).sum()),
+                "pm_residual_ns": ns_resid,
+                "pm_residual_b1_ns": b1_resid,
+                "b1_shots": b1,
+            },
+            PIPE: {
+                "events_after": int(res_p.residual.sum()),
+                "decode_ns": ns[PIPE],
+                "b1_ns": b1_pre + b1_pipe,
+                "b1_shots": b1,
+            },
+        }
+        return err, {k: v * 1e-9 for k, v in ns.items()}, counts
+
+
 def run_accuracy(
     tasks: Iterable[AccuracyTask],
     *,
@@ -359,9 +457,7 @@ def run_accuracy(
         seed_base: the lowest seed; at least 10**9.
         progress: called with one line of text after each chunk.
     """
-    import pymatching
-
-    from qhil.kernels import PreDecoder, default_threshold, resolve_model
+    from qhil.kernels import resolve_model
 
     if chunk < 1 or max_shots < 1 or min_errors < 0:
         raise ValueError("need chunk >= 1, max_shots >= 1 and min_errors >= 0")
@@ -389,28 +485,13 @@ def run_accuracy(
         if _done(prog, min_errors=min_errors, max_shots=max_shots):
             continue
         circuit = task.circuit()
-        dem = circuit.detector_error_model(decompose_errors=True)
-        m_plain = pymatching.Matching.from_detector_error_model(dem)
-        m_corr = pymatching.Matching.from_detector_error_model(dem, enable_correlations=True)
-        pre = PreDecoder.for_circuit(circuit, model=qmodel, backend=backend)
-        # The pipeline's pre-decoder: the same network, the threshold calibrated for
-        # correlated matching behind it (``qhil run --decoder predecoder``).
-        pipe_pre = PreDecoder.for_circuit(
-            circuit, model=qmodel, backend=pre.backend,
-            threshold=default_threshold(qmodel, correlated=True),
-        )  # fmt: skip
+        decoders = _Decoders.for_circuit(circuit, qmodel, backend)
         meta = task.metadata()
-        pre_meta = {**meta, "backend": pre.backend, "model": model_name, "model_id": model_id}
-
+        pre_meta = {**meta, "backend": decoders.pre.backend, "model": model_name,
+                    "model_id": model_id}  # fmt: skip
         # Warm up (JIT, caches) on shots from a seed no chunk uses (index -1).
         warm_seed = chunk_seed(sid, -1, seed_base=seed_base)
-        warm = sample_shots(circuit, shots=_WARMUP_SHOTS, seed=warm_seed).detectors
-        warm8 = warm.astype(np.uint8)
-        m_plain.decode_batch(warm8)
-        m_corr.decode_batch(warm8, enable_correlations=True)
-        pre.predecode(warm)
-        _decode_b1(m_plain, warm8[:8])
-        _predecode_b1(pre, warm[:2])
+        decoders.warm_up(sample_shots(circuit, shots=_WARMUP_SHOTS, seed=warm_seed).detectors)
 
         started = time.monotonic()
         index = prog.chunks
@@ -419,76 +500,22 @@ def run_accuracy(
         while True:
             n = min(chunk, max_shots - shots_done)
             batch = sample_shots(circuit, shots=n, seed=chunk_seed(sid, index, seed_base=seed_base))
-            dets = batch.detectors
-            obs = batch.observables
-            dets8 = dets.astype(np.uint8)
-            b1 = min(_B1_SHOTS, n)
-
-            t0 = time.perf_counter_ns()
-            pred_a = m_plain.decode_batch(dets8)
-            ns_a = time.perf_counter_ns() - t0
-            b1_raw_ns = _decode_b1(m_plain, dets8[:b1])
-
-            t0 = time.perf_counter_ns()
-            pred_b = m_corr.decode_batch(dets8, enable_correlations=True)
-            ns_b = time.perf_counter_ns() - t0
-            b1_corr_ns = _decode_b1(m_corr, dets8[:b1], correlated=True)
-
-            t0 = time.perf_counter_ns()
-            logits = pre.logits(dets)
-            res = pre.predecode(dets, logits=logits)
-            ns_pre = time.perf_counter_ns() - t0
-            res_p = pipe_pre.predecode(dets, logits=logits)
-            b1_pre_ns = _predecode_b1(pre, dets[:b1])
-            resid8 = res.residual.astype(np.uint8)
-            t0 = time.perf_counter_ns()
-            pred_r = m_plain.decode_batch(resid8)
-            ns_resid = time.perf_counter_ns() - t0
-            b1_resid_ns = _decode_b1(m_plain, resid8[:b1])
-            pred_c = res.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
-            resid8 = res_p.residual.astype(np.uint8)
-            t0 = time.perf_counter_ns()
-            pred_r = m_corr.decode_batch(resid8, enable_correlations=True)
-            ns_corr_resid = time.perf_counter_ns() - t0
-            b1_corr_resid_ns = _decode_b1(m_corr, resid8[:b1], correlated=True)
-            pred_p = res_p.obs_flip.astype(bool) ^ np.asarray(pred_r, dtype=bool)
-
-            err = {
-                PM: _mismatches(pred_a, obs),
-                PM_CORR: _mismatches(pred_b, obs),
-                PRE: _mismatches(pred_c, obs),
-                PIPE: _mismatches(pred_p, obs),
-            }
-            row = functools.partial(_format_row, shots=n, strong_id=sid)
+            err, seconds, counts = decoders.chunk(batch.detectors, batch.observables)
             _append(
                 csv_path,
                 [
-                    row(errors=err[PM], seconds=ns_a * 1e-9, decoder=PM, metadata=meta,
-                        counts={"decode_ns": ns_a, "pm_raw_b1_ns": b1_raw_ns, "b1_shots": b1}),
-                    row(errors=err[PM_CORR], seconds=ns_b * 1e-9, decoder=PM_CORR, metadata=meta,
-                        counts={"decode_ns": ns_b, "b1_ns": b1_corr_ns, "b1_shots": b1}),
-                    row(errors=err[PRE], seconds=(ns_pre + ns_resid) * 1e-9, decoder=PRE,
-                        metadata=pre_meta,
-                        counts={
-                            "events_before": int(dets.sum()),
-                            "events_after": int(res.residual.sum()),
-                            "predecoder_ns": ns_pre,
-                            "predecoder_b1_ns": b1_pre_ns,
-                            "corrections": int(np.asarray(res.corrections).sum()),
-                            "pm_residual_ns": ns_resid,
-                            "pm_residual_b1_ns": b1_resid_ns,
-                            "b1_shots": b1,
-                        }),
-                    row(errors=err[PIPE], seconds=(ns_pre + ns_corr_resid) * 1e-9, decoder=PIPE,
-                        metadata=pre_meta,
-                        counts={
-                            "events_after": int(res_p.residual.sum()),
-                            "decode_ns": ns_pre + ns_corr_resid,
-                            "b1_ns": b1_pre_ns + b1_corr_resid_ns,
-                            "b1_shots": b1,
-                        }),
+                    _format_row(
+                        shots=n,
+                        strong_id=sid,
+                        errors=err[dec],
+                        seconds=seconds[dec],
+                        decoder=dec,
+                        metadata=pre_meta if dec in (PRE, PIPE) else meta,
+                        counts=counts[dec],
+                    )
+                    for dec in ACCURACY_DECODERS
                 ],
-            )  # fmt: skip
+            )
             index += 1
             shots_done += n
             for k, v in err.items():
