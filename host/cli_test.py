@@ -135,3 +135,27 @@ def test_run_with_the_predecoder_on_a_chosen_backend(
     report = json.loads(capsys.readouterr().out)
     assert report["decoder"] == "predecoder" and report["shots_decoded"] == 40
     assert report["config"]["decoder"]["backend"] == "numpy"
+
+
+def test_train_writes_model_curves_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    from qhil.kernels import QuantizedModel
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "[train]\nwidths = [4, 6, 4]\ndistances = [3]\np_values = [0.004]\nsteps = 4\n"
+        "batch_size = 16\nval_every = 2\nval_shots = 32\ncheckpoint_every = 2\n"
+        "calibration_shots = 32\n"
+    )
+    out = tmp_path / "m" / "model.npz"
+    assert main(command_line_args=["train", "--config", str(config), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "kept step" in text and "validation errors against PyMatching's" in text
+    model = QuantizedModel.load(out)
+    assert {"threshold", "threshold_correlated", "kept_step"} <= set(model.meta)
+    assert out.with_suffix(".curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not out.with_suffix(".ckpt.pt").exists()  # removed once the model is written
+    assert main(command_line_args=["train", "--config", str(config), "--out", "m.txt"]) == 2
+    assert "--out must name a .npz model file" in capsys.readouterr().err
