@@ -269,8 +269,12 @@ def _append(csv_path: Path, rows: Sequence[list[str]]) -> None:
 
 
 def _model_id(model: Any) -> str:
+    """The weights and the default thresholds: a CSV's rows must share all of them."""
+    from qhil.kernels import default_threshold
+
     h = hashlib.sha256()
     h.update(f"{model.weight_bits},{model.act_bits}".encode())
+    h.update(f"{default_threshold(model)},{default_threshold(model, correlated=True)}".encode())
     for w, b in zip(model.weights, model.biases, strict=True):
         h.update(str(w.shape).encode())
         h.update(np.ascontiguousarray(w, dtype=np.int32).tobytes())

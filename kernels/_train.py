@@ -388,17 +388,19 @@ def calibrate(model: QuantizedModel, config: TrainConfig) -> None:
     PyMatching alone; ``meta["threshold_correlated"]`` keeps the pipeline
     (pre-decoder + correlated PyMatching) no worse than correlated PyMatching
     alone. The set is ``ValidationSet.for_config`` at the config's middle and
-    highest p, with ``config.calibration_shots`` per setting from seeds of its
-    own (not the checkpoint-selection set); what was tried goes to
-    ``meta["calibration"]``.
+    highest p, plus stim's generated circuits under the ``STIM_PROFILES`` noise
+    shapes at the middle p, with ``config.calibration_shots`` per setting from
+    seeds of their own (not the checkpoint-selection set); each group must
+    pass on its own. What was tried goes to ``meta["calibration"]``.
     """
     ps = sorted(config.p_values)
+    mid, n = ps[len(ps) // 2], config.calibration_shots
     cal = ValidationSet.for_config(
-        config,
-        shots=config.calibration_shots,
-        seed=_CAL_SEED,
-        ps=tuple(sorted({ps[len(ps) // 2], ps[-1]})),
-    )
+        config, shots=n, seed=_CAL_SEED, ps=tuple(sorted({mid, ps[-1]}))
+    ) + ValidationSet.stim_profiles(
+        distances=tuple(d for d in config.distances if d >= 5) or (max(config.distances),),
+        p=mid, shots=n, seed=_CAL_SEED + 1000,
+    )  # fmt: skip
     plain = cal.calibrate(model)
     corr = cal.calibrate(model, correlated=True)
     model.meta["calibration"] = {"pymatching": plain, "pymatching-correlated": corr}

@@ -26,11 +26,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["THRESHOLDS", "ValidationSet", "plot_training"]
+__all__ = ["STIM_PROFILES", "THRESHOLDS", "ValidationSet", "plot_training"]
 
 # Logit thresholds ``calibrate`` tries, in order; at 16 the network almost never acts.
 THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0)
 _VAL_SEED = 2**40  # far from the seeds training draws (below 2**62, from its own rng)
+
+# Noise shapes of stim's generated circuits used in calibration only, as multiples of p
+# for its knobs; the never-worse test checks yet other shapes.
+STIM_PROFILES: dict[str, dict[str, float]] = {
+    "gate-heavy": {"after_clifford_depolarization": 1.0, "before_measure_flip_probability": 0.2,
+                   "after_reset_flip_probability": 0.2},
+    "readout-heavy": {"after_clifford_depolarization": 0.25,
+                      "before_measure_flip_probability": 2.0,
+                      "after_reset_flip_probability": 2.0},
+    "idle-heavy": {"after_clifford_depolarization": 0.5, "before_measure_flip_probability": 0.5,
+                   "after_reset_flip_probability": 0.5,
+                   "before_round_data_depolarization": 2.0},
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,6 +51,7 @@ class _Split:
     """One validation setting: its shots, and PyMatching's errors on them."""
 
     name: str
+    group: str  # calibration holds each group to the baseline separately
     circuit: Any
     geometry: Any
     matching: Any  # built with correlations: decodes both ways
@@ -49,6 +63,31 @@ class _Split:
 
     def decode(self, dets: np.ndarray, *, correlated: bool) -> np.ndarray:
         return self.matching.decode_batch(dets, enable_correlations=correlated).astype(bool)
+
+
+def _split(name: str, group: str, circuit: Any, shots: int, seed: int) -> _Split:
+    import pymatching
+
+    from qhil.kernels._geometry import PreDecoderGeometry
+
+    dem = circuit.detector_error_model(decompose_errors=True)
+    matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=True)
+    dets, obs = circuit.compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
+    geometry = PreDecoderGeometry.from_circuit(circuit)
+    pm = matching.decode_batch(dets).astype(bool)
+    pm_corr = matching.decode_batch(dets, enable_correlations=True).astype(bool)
+    return _Split(
+        name=name,
+        group=group,
+        circuit=circuit,
+        geometry=geometry,
+        matching=matching,
+        inputs=geometry.inputs(dets).astype(np.float32),
+        dets=dets,
+        obs=obs,
+        pm_errors=int(np.any(pm != obs, axis=1).sum()),
+        pm_corr_errors=int(np.any(pm_corr != obs, axis=1).sum()),
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -71,9 +110,6 @@ class ValidationSet:
         ``ps``: the physical error rates to draw settings at (default: the
         config's highest).
         """
-        import pymatching
-
-        from qhil.kernels._geometry import PreDecoderGeometry
         from qhil.sim import NoiseModel, memory_circuit
 
         distances = [d for d in config.distances if d >= 5] or [max(config.distances)]
@@ -84,28 +120,36 @@ class ValidationSet:
             noise = config.noise_models[i % len(config.noise_models)]
             circuit = memory_circuit(distance=d, rounds=d, basis=basis,
                                      noise=NoiseModel.from_name(noise, p))  # fmt: skip
-            dem = circuit.detector_error_model(decompose_errors=True)
-            matching = pymatching.Matching.from_detector_error_model(dem, enable_correlations=True)
-            dets, obs = circuit.compile_detector_sampler(seed=seed + i).sample(
-                shots, separate_observables=True
-            )
-            geometry = PreDecoderGeometry.from_circuit(circuit)
-            pm = matching.decode_batch(dets).astype(bool)
-            pm_corr = matching.decode_batch(dets, enable_correlations=True).astype(bool)
-            splits.append(
-                _Split(
-                    name=f"{noise}:{basis}:d{d}:p{p}",
-                    circuit=circuit,
-                    geometry=geometry,
-                    matching=matching,
-                    inputs=geometry.inputs(dets).astype(np.float32),
-                    dets=dets,
-                    obs=obs,
-                    pm_errors=int(np.any(pm != obs, axis=1).sum()),
-                    pm_corr_errors=int(np.any(pm_corr != obs, axis=1).sum()),
-                )
-            )
+            splits.append(_split(f"{noise}:{basis}:d{d}:p{p}", f"p{p}", circuit, shots, seed + i))
         return cls(tuple(splits))
+
+    @classmethod
+    def stim_profiles(cls, *, distances: tuple[int, ...], p: float, shots: int, seed: int
+                      ) -> ValidationSet:  # fmt: skip
+        """Shots of stim's generated memory circuits under ``STIM_PROFILES`` noise.
+
+        None of these noise shapes is one the model trains on; calibrating on
+        them as well keeps the thresholds from fitting the training noise only.
+        """
+        import stim
+
+        splits = []
+        i = 0
+        for name, knobs in STIM_PROFILES.items():
+            for d in distances:
+                for basis in ("x", "z"):
+                    circuit = stim.Circuit.generated(
+                        f"surface_code:rotated_memory_{basis}", distance=d, rounds=d,
+                        **{k: v * p for k, v in knobs.items()},
+                    )  # fmt: skip
+                    split = _split(f"stim-{name}:{basis}:d{d}:p{p}", f"stim-{name}", circuit,
+                                   shots, seed + i)  # fmt: skip
+                    splits.append(split)
+                    i += 1
+        return cls(tuple(splits))
+
+    def __add__(self, other: ValidationSet) -> ValidationSet:
+        return ValidationSet(self.splits + other.splits)
 
     @property
     def shots(self) -> int:
@@ -153,15 +197,17 @@ class ValidationSet:
         """The smallest threshold of ``THRESHOLDS`` at which pre+PM errs no more than PM.
 
         Scored with the integer ``model`` (a ``QuantizedModel``), as shipped,
-        and required at every physical error rate of the set separately (the
-        pre-decoder's harm, relative to PyMatching, is largest at low p).
+        and required in every group of the set separately: each physical error
+        rate of the config's noise models, and each stim noise profile (the
+        pre-decoder's harm, relative to PyMatching, is largest at low p and on
+        noise it did not train on).
         ``correlated``: correlated PyMatching on both sides (the pipeline
         against correlated PyMatching alone).
 
         Returns ``{"threshold", "shots", "baseline_errors", "tried"}``: the
         threshold (the largest one if none qualifies), the baseline's errors
-        per p ("p0.003": n), and, per threshold tried, its errors per p and the
-        detection events left per shot.
+        per group ("p0.004": n, "stim-gate-heavy": n), and, per threshold tried,
+        its errors per group and the detection events left per shot.
         """
         from qhil.kernels._predecoder import PreDecoder
 
@@ -172,7 +218,7 @@ class ValidationSet:
             logits.append(pd.logits(s.dets) / scale)
         groups: dict[str, list[int]] = {}
         for i, s in enumerate(self.splits):
-            groups.setdefault(s.name.rsplit(":", 1)[1], []).append(i)
+            groups.setdefault(s.group, []).append(i)
         base = {
             g: sum(
                 self.splits[i].pm_corr_errors if correlated else self.splits[i].pm_errors

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qhil.kernels import TrainConfig, plot_training, train
-from qhil.kernels._train_eval import THRESHOLDS
+from qhil.kernels._train_eval import STIM_PROFILES, THRESHOLDS
 
 pytest.importorskip("torch")
 
@@ -101,7 +101,9 @@ def test_the_kept_weights_are_the_best_validated_and_the_curves_plot(tmp_path: P
     for matcher, key in (("pymatching", "threshold"),
                          ("pymatching-correlated", "threshold_correlated")):  # fmt: skip
         cal = model.meta["calibration"][matcher]
-        assert model.meta[key] == cal["threshold"] and cal["shots"] == 2 * 64
+        # two settings of the config's noise, and three stim profiles in two bases
+        assert model.meta[key] == cal["threshold"] and cal["shots"] == (2 + 6) * 64
+        assert set(cal["baseline_errors"]) == {"p0.004"} | {f"stim-{n}" for n in STIM_PROFILES}
         tried = [t["threshold"] for t in cal["tried"]]
         assert tried == list(THRESHOLDS[: len(tried)]) and cal["threshold"] == tried[-1]
         last = cal["tried"][-1]
