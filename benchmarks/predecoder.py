@@ -21,10 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qhil.host._accuracy import AccuracyTask, run_accuracy
-from qhil.host._accuracy_report import write_summary
+from qhil.host import AccuracyTask, machine_description, run_accuracy, write_summary
 from qhil.host._bench import bench_backends
-from qhil.host._report import machine_description
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 

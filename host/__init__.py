@@ -6,10 +6,15 @@
 - ``run_loop``: the closed loop on one machine (front end here, decoder in a
   spawned process); ``RunConfig``: its TOML/CLI configuration.
 - ``RunReport``: the measured outcome; ``main``: the ``qhil`` command.
+- ``run_accuracy`` / ``summarize`` / ``write_summary``: the accuracy sweep of
+  PyMatching, correlated PyMatching and the pre-decoder pipelines
+  (``qhil bench accuracy``), as sinter-format CSV and a report.
 """
 
 from __future__ import annotations
 
+from qhil.host._accuracy import ACCURACY_DECODERS, AccuracyTask, run_accuracy
+from qhil.host._accuracy_report import summarize, write_summary
 from qhil.host._assembler import ShotAssembler
 from qhil.host._cli import main
 from qhil.host._config import ConfigError, RunConfig
@@ -28,7 +33,9 @@ from qhil.host._service import DecoderService, HostStats, ServiceConfig
 from qhil.host._stats import Percentiles, wilson_interval
 
 __all__ = [
+    "ACCURACY_DECODERS",
     "DECODERS",
+    "AccuracyTask",
     "ConfigError",
     "Decoder",
     "DecoderService",
@@ -46,8 +53,11 @@ __all__ = [
     "main",
     "make_decoder",
     "register_decoder",
+    "run_accuracy",
     "run_loop",
     "save_run",
+    "summarize",
     "wilson_interval",
     "write_outputs",
+    "write_summary",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +229,13 @@ class PreDecoder:
             threshold=threshold,
         )
 
+    def _batches(self, dets: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """(rows, int64 logits) per ``batch_size`` shots: inference memory stays bounded."""
+        x = self.geometry.inputs(dets)
+        for lo in range(0, x.shape[0], self.batch_size):
+            rows = slice(lo, lo + self.batch_size)
+            yield rows, self._logits(np.ascontiguousarray(x[rows]), self.model)
+
     def logits(self, dets: np.ndarray) -> np.ndarray:
         """The network's integer logits, before binarizing.
 
@@ -237,12 +244,13 @@ class PreDecoder:
             ``2**-(weight_bits + act_bits)`` (the same on every backend). Entries
             outside ``geometry.output_mask`` name no real error.
         """
-        x = self.geometry.inputs(dets)
-        out = np.empty(x.shape, dtype=np.int64)
-        for lo in range(0, x.shape[0], self.batch_size):
-            hi = lo + self.batch_size
-            out[lo:hi] = self._logits(np.ascontiguousarray(x[lo:hi]), self.model)
+        out = np.empty((np.asarray(dets).shape[0], 4, *self.geometry.shape), dtype=np.int64)
+        for rows, lg in self._batches(dets):
+            out[rows] = lg
         return out
+
+    def _binarize(self, logits: np.ndarray) -> np.ndarray:
+        return (logits > self._cut) & self.geometry.output_mask
 
     def outputs(self, dets: np.ndarray) -> np.ndarray:
         """The binarized network outputs, masked to real errors.
@@ -251,12 +259,9 @@ class PreDecoder:
             bool[shots, 4, T, d, d] (channels: data Z flip, data X flip,
             X-measurement flip, Z-measurement flip).
         """
-        x = self.geometry.inputs(dets)
-        out = np.empty(x.shape, dtype=bool)
-        for lo in range(0, x.shape[0], self.batch_size):
-            hi = lo + self.batch_size
-            out[lo:hi] = self._logits(np.ascontiguousarray(x[lo:hi]), self.model) > self._cut
-        out &= self.geometry.output_mask
+        out = np.empty((np.asarray(dets).shape[0], 4, *self.geometry.shape), dtype=bool)
+        for rows, lg in self._batches(dets):
+            out[rows] = self._binarize(lg)
         return out
 
     def predecode(self, dets: np.ndarray, *, logits: np.ndarray | None = None) -> PreDecodeResult:
@@ -269,10 +274,7 @@ class PreDecoder:
                 threshold): binarized at this one's threshold, no inference.
         """
         dets = np.asarray(dets)
-        if logits is None:
-            e = self.outputs(dets)
-        else:
-            e = (np.asarray(logits) > self._cut) & self.geometry.output_mask
+        e = self.outputs(dets) if logits is None else self._binarize(np.asarray(logits))
         flips, obs = self.geometry.footprint(e)
         residual = dets.astype(bool) ^ flips
         return PreDecodeResult(residual, obs, e.reshape(e.shape[0], -1).sum(axis=1))

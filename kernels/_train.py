@@ -397,15 +397,12 @@ def calibrate(model: QuantizedModel, config: TrainConfig) -> None:
     mid, n = ps[len(ps) // 2], config.calibration_shots
     cal = ValidationSet.for_config(
         config, shots=n, seed=_CAL_SEED, ps=tuple(sorted({mid, ps[-1]}))
-    ) + ValidationSet.stim_profiles(
-        distances=tuple(d for d in config.distances if d >= 5) or (max(config.distances),),
-        p=mid, shots=n, seed=_CAL_SEED + 1000,
-    )  # fmt: skip
-    plain = cal.calibrate(model)
-    corr = cal.calibrate(model, correlated=True)
-    model.meta["calibration"] = {"pymatching": plain, "pymatching-correlated": corr}
-    model.meta["threshold"] = plain["threshold"]
-    model.meta["threshold_correlated"] = corr["threshold"]
+    ) + ValidationSet.stim_profiles(config, p=mid, shots=n, seed=_CAL_SEED + 1000)
+    model.meta["calibration"] = cal.calibrate(model)
+    model.meta["threshold"] = model.meta["calibration"]["pymatching"]["threshold"]
+    model.meta["threshold_correlated"] = model.meta["calibration"]["pymatching-correlated"][
+        "threshold"
+    ]
 
 
 def _agreement(net: Any, model: QuantizedModel, settings: _Settings, rng: Any) -> float:

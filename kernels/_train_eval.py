@@ -65,6 +65,11 @@ class _Split:
         return self.matching.decode_batch(dets, enable_correlations=correlated).astype(bool)
 
 
+def _distances(config: Any) -> list[int]:
+    """The validation distances of a ``TrainConfig``: its d >= 5, else its largest."""
+    return [d for d in config.distances if d >= 5] or [max(config.distances)]
+
+
 def _split(name: str, group: str, circuit: Any, shots: int, seed: int) -> _Split:
     import pymatching
 
@@ -112,8 +117,7 @@ class ValidationSet:
         """
         from qhil.sim import NoiseModel, memory_circuit
 
-        distances = [d for d in config.distances if d >= 5] or [max(config.distances)]
-        combos = [(p, d, b) for p in (ps or (max(config.p_values),)) for d in distances
+        combos = [(p, d, b) for p in (ps or (max(config.p_values),)) for d in _distances(config)
                   for b in config.bases]  # fmt: skip
         splits = []
         for i, (p, d, basis) in enumerate(combos):
@@ -124,9 +128,10 @@ class ValidationSet:
         return cls(tuple(splits))
 
     @classmethod
-    def stim_profiles(cls, *, distances: tuple[int, ...], p: float, shots: int, seed: int
-                      ) -> ValidationSet:  # fmt: skip
+    def stim_profiles(cls, config: Any, *, p: float, shots: int, seed: int) -> ValidationSet:
         """Shots of stim's generated memory circuits under ``STIM_PROFILES`` noise.
+
+        At the same distances as :meth:`for_config`, both bases, ``shots`` each.
 
         None of these noise shapes is one the model trains on; calibrating on
         them as well keeps the thresholds from fitting the training noise only.
@@ -136,7 +141,7 @@ class ValidationSet:
         splits = []
         i = 0
         for name, knobs in STIM_PROFILES.items():
-            for d in distances:
+            for d in _distances(config):
                 for basis in ("x", "z"):
                     circuit = stim.Circuit.generated(
                         f"surface_code:rotated_memory_{basis}", distance=d, rounds=d,
@@ -172,42 +177,47 @@ class ValidationSet:
                 for s in self.splits
             ]  # fmt: skip
 
-    def errors_at(
-        self, logits: list[np.ndarray], threshold: float, *, correlated: bool = False
-    ) -> dict[str, int]:
-        """Logical errors of pre-decoder + PyMatching (correlated or not) at ``threshold``.
+    def _score(
+        self, logits: list[np.ndarray], threshold: float, matchers: tuple[bool, ...]
+    ) -> tuple[dict[bool, dict[str, int]], int]:
+        """Errors per split name for each matcher (True: correlated), and events left.
 
-        Returns errors per split name, and their ``"total"``.
+        One footprint per split serves every matcher.
         """
-        out: dict[str, int] = {}
+        errors: dict[bool, dict[str, int]] = {m: {} for m in matchers}
+        left = 0
         for s, lg in zip(self.splits, logits, strict=True):
             flips, obs_flip = s.geometry.footprint(lg > threshold)
-            pred = obs_flip ^ s.decode(s.dets ^ flips, correlated=correlated)
-            out[s.name] = int(np.any(pred != s.obs, axis=1).sum())
-        out["total"] = sum(out.values())
-        return out
+            residual = s.dets ^ flips
+            left += int(residual.sum())
+            for m in matchers:
+                pred = obs_flip ^ s.decode(residual, correlated=m)
+                errors[m][s.name] = int(np.any(pred != s.obs, axis=1).sum())
+        return errors, left
 
     def errors(self, net: Any, *, device: Any) -> dict[str, int]:
         """Logical errors of the float network + uncorrelated PyMatching, per split and total."""
-        return self.errors_at(self.logits(net, device=device), 0.0)
+        out = self._score(self.logits(net, device=device), 0.0, (False,))[0][False]
+        out["total"] = sum(out.values())
+        return out
 
-    def calibrate(
-        self, model: Any, *, correlated: bool = False, backend: str = "auto"
-    ) -> dict[str, Any]:
-        """The smallest threshold of ``THRESHOLDS`` at which pre+PM errs no more than PM.
+    def calibrate(self, model: Any, *, backend: str = "auto") -> dict[str, dict[str, Any]]:
+        """Per matcher, the smallest threshold of ``THRESHOLDS`` that errs no more than it alone.
 
-        Scored with the integer ``model`` (a ``QuantizedModel``), as shipped,
-        and required in every group of the set separately: each physical error
-        rate of the config's noise models, and each stim noise profile (the
+        Pre-decoder + PyMatching is held to PyMatching alone ("pymatching"), and
+        pre-decoder + correlated PyMatching to correlated PyMatching alone
+        ("pymatching-correlated"). Scored with the integer ``model`` (a
+        ``QuantizedModel``), as shipped, from one inference per split, and
+        required in every group of the set separately: each physical error rate
+        of the config's noise models, and each stim noise profile (the
         pre-decoder's harm, relative to PyMatching, is largest at low p and on
         noise it did not train on).
-        ``correlated``: correlated PyMatching on both sides (the pipeline
-        against correlated PyMatching alone).
 
-        Returns ``{"threshold", "shots", "baseline_errors", "tried"}``: the
-        threshold (the largest one if none qualifies), the baseline's errors
-        per group ("p0.004": n, "stim-gate-heavy": n), and, per threshold tried,
-        its errors per group and the detection events left per shot.
+        Returns, per matcher, ``{"threshold", "shots", "baseline_errors",
+        "tried"}``: the threshold (the largest one if none qualifies), the
+        baseline's errors per group ("p0.004": n, "stim-gate-heavy": n), and,
+        per threshold tried, its errors per group and the detection events left
+        per shot.
         """
         from qhil.kernels._predecoder import PreDecoder
 
@@ -219,29 +229,31 @@ class ValidationSet:
         groups: dict[str, list[int]] = {}
         for i, s in enumerate(self.splits):
             groups.setdefault(s.group, []).append(i)
-        base = {
-            g: sum(
-                self.splits[i].pm_corr_errors if correlated else self.splits[i].pm_errors
-                for i in idx
-            )
-            for g, idx in groups.items()
-        }
-        tried: list[dict[str, Any]] = []
-        chosen = THRESHOLDS[-1]
+        names = {False: "pymatching", True: "pymatching-correlated"}
+        out: dict[bool, dict[str, Any]] = {}
+        for m in names:
+            base = {
+                g: sum(self.splits[i].pm_corr_errors if m else self.splits[i].pm_errors
+                       for i in idx)
+                for g, idx in groups.items()
+            }  # fmt: skip
+            out[m] = {"threshold": THRESHOLDS[-1], "shots": self.shots,
+                      "baseline_errors": base, "tried": []}  # fmt: skip
+        open_ = [False, True]
         for tau in THRESHOLDS:
-            left = sum(
-                int((s.dets ^ s.geometry.footprint(lg > tau)[0]).sum())
-                for s, lg in zip(self.splits, logits, strict=True)
-            )
-            per_split = self.errors_at(logits, tau, correlated=correlated)
-            errors = {
-                g: sum(per_split[self.splits[i].name] for i in idx) for g, idx in groups.items()
-            }
-            tried.append({"threshold": tau, "errors": errors, "events_left": left / self.shots})
-            if all(errors[g] <= base[g] for g in groups):
-                chosen = tau
+            if not open_:
                 break
-        return {"threshold": chosen, "shots": self.shots, "baseline_errors": base, "tried": tried}
+            per_split, left = self._score(logits, tau, tuple(open_))
+            for m in list(open_):
+                errors = {g: sum(per_split[m][self.splits[i].name] for i in idx)
+                          for g, idx in groups.items()}  # fmt: skip
+                out[m]["tried"].append(
+                    {"threshold": tau, "errors": errors, "events_left": left / self.shots}
+                )
+                if all(errors[g] <= out[m]["baseline_errors"][g] for g in groups):
+                    out[m]["threshold"] = tau
+                    open_.remove(m)
+        return {names[m]: out[m] for m in names}
 
 
 def plot_training(model: Any, log_path: Path, png_path: Path) -> None:
