@@ -4,7 +4,9 @@
   the ``Reason`` every rejected packet is counted under.
 - ``SyndromePacket`` / ``CorrectionPacket``: the same format as frozen records.
 - Transports behind one ``PacketSender`` / ``PacketReceiver`` interface: the
-  shared-memory SPSC ring (``ShmRing``), ZeroMQ (``ZmqLink``), and the
+  shared-memory SPSC ring (``ShmRing``), ZeroMQ (``ZmqServer`` on the decoder,
+  ``ZmqClient`` on the front end: sessions opened by a HELLO control message,
+  ``CurveKeys`` for CURVE authentication over tcp://), and the
   ``FaultInjector`` used by the end-to-end tests; ``open_bridge(BridgeSpec(...))``
   opens either side of one by name.
 """
@@ -32,7 +34,10 @@ from qhil.bridge._wire import (
     write_correction,
     write_syndrome,
 )
-from qhil.bridge._zmq import ZmqLink
+from qhil.bridge._control import Refusal, layout_fingerprint
+from qhil.bridge._curve import CurveKeys, generate_keys
+from qhil.bridge._zmq import SessionEnded, ZmqClient, is_loopback
+from qhil.bridge._zmq_server import SessionInfo, ZmqServer
 
 __all__ = [
     "CORRECTION_HEADER_SIZE",
@@ -46,15 +51,23 @@ __all__ = [
     "BridgeSpec",
     "CorrectionPacket",
     "CorrectionStatus",
+    "CurveKeys",
     "PacketError",
     "PacketReceiver",
     "PacketSender",
     "Reason",
+    "Refusal",
+    "SessionEnded",
+    "SessionInfo",
     "ShmRing",
     "SyndromePacket",
     "TransportClosed",
-    "ZmqLink",
+    "ZmqClient",
+    "ZmqServer",
     "correction_size",
+    "generate_keys",
+    "is_loopback",
+    "layout_fingerprint",
     "open_bridge",
     "packet_buffers",
     "parse_correction",

@@ -8,9 +8,12 @@ ends of the two streams.
 - ``shm``: the fpga side creates two rings named ``{name}-up`` and
   ``{name}-down``; the host side attaches to them. Open the fpga side first and
   give the host the returned ``bridge.spec``, which has the concrete name.
-- ``zmq``: the host side binds ``endpoint``, the fpga side connects (either may
-  start first). The returned host ``spec`` has the resolved endpoint (the real
-  port for ``tcp://host:*``).
+- ``zmq``: the host side binds ``endpoint`` (a :class:`ZmqServer`), the fpga side
+  connects (a :class:`ZmqClient`) and opens a session, so the host side must be
+  up first (the fpga side retries for ``hello_timeout_s``). The returned host
+  ``spec`` has the resolved endpoint (the real port for ``tcp://host:*``).
+  Over tcp:// beyond loopback both sides need CURVE keys: ``spec.keys_dir``
+  (see ``_curve.py``) or ``keys=``.
 
 Both transports carry packets up to ``slot_size - 4`` bytes.
 
@@ -34,7 +37,9 @@ import numpy as np
 
 from qhil.bridge._ring import ShmRing, _check_geometry, _unique_name
 from qhil.bridge._transport import PacketReceiver, PacketSender, packet_buffers
-from qhil.bridge._zmq import ZmqLink, check_endpoint
+from qhil.bridge._curve import CurveKeys
+from qhil.bridge._zmq import ZmqClient, check_endpoint
+from qhil.bridge._zmq_server import ZmqServer
 
 __all__ = [
     "SIDES",
@@ -56,6 +61,7 @@ class BridgeSpec:
     ``n_slots``/``slot_size``: ring geometry (shm; max packet = slot_size - 4 for
     both). ``endpoint``: zmq address ('tcp://...', 'ipc://...', 'inproc://...').
     ``name``: shm ring-name prefix; empty = a unique one, chosen by the fpga side.
+    ``keys_dir``: zmq only: folder of CURVE keys (``qhil keys generate``); "" = none.
 
     >>> BridgeSpec(transport="udp")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -68,6 +74,7 @@ class BridgeSpec:
     slot_size: int = 256
     endpoint: str = ""
     name: str = ""
+    keys_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -82,10 +89,10 @@ class BridgeSpec:
                     "transport='zmq' needs an endpoint, e.g. endpoint='tcp://127.0.0.1:5555'"
                 )
             check_endpoint(self.endpoint)
-        elif self.endpoint:
+        elif self.endpoint or self.keys_dir:
             raise ValueError(
-                f"endpoint={self.endpoint!r} only applies to transport='zmq'; "
-                "leave it empty for 'shm' (rings are found by name)"
+                f"endpoint={self.endpoint!r} and keys_dir={self.keys_dir!r} only apply to "
+                "transport='zmq'; leave them empty for 'shm' (rings are found by name)"
             )
         if "/" in self.name or len(self.name) > 20:
             raise ValueError(
@@ -118,10 +125,7 @@ class Bridge:
         self.tx.close()
         self.rx.close()
         for res in self._resources:
-            if isinstance(res, ZmqLink):
-                res.close(linger_s=0.5)  # let end-of-stream reach the peer
-            else:
-                res.close()
+            res.close()  # a ZmqClient lingers briefly so its BYE reaches the decoder
 
     def __enter__(self) -> Bridge:
         return self
@@ -130,8 +134,13 @@ class Bridge:
         self.close()
 
 
-def open_bridge(spec: BridgeSpec, *, side: str) -> Bridge:
+def open_bridge(
+    spec: BridgeSpec, *, side: str, keys: CurveKeys | None = None, layout: int = 0
+) -> Bridge:
     """Open ``side`` ("fpga" or "host") of the bridge ``spec`` describes.
+
+    zmq only: ``keys`` are CURVE keys held in memory (instead of ``spec.keys_dir``);
+    ``layout``: ``layout_fingerprint`` of the experiment, checked at the handshake.
 
     >>> open_bridge(BridgeSpec(transport="shm"), side="host")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -141,7 +150,7 @@ def open_bridge(spec: BridgeSpec, *, side: str) -> Bridge:
     if side not in SIDES:
         raise ValueError(f"side={side!r} must be one of {SIDES}")
     if spec.transport == "zmq":
-        return _open_zmq(spec, side)
+        return _open_zmq(spec, side, keys, layout)
     if side == "fpga":
         base = spec.name or _unique_name()
         up = ShmRing.create(n_slots=spec.n_slots, slot_size=spec.slot_size, name=f"{base}-up")
@@ -177,9 +186,16 @@ def open_bridge(spec: BridgeSpec, *, side: str) -> Bridge:
     return Bridge(spec, side, down.sender(), up.receiver(), (up, down))
 
 
-def _open_zmq(spec: BridgeSpec, side: str) -> Bridge:
-    make = ZmqLink.bind if side == "host" else ZmqLink.connect
-    link = make(spec.endpoint, max_packet=spec.max_packet)
+def _open_zmq(spec: BridgeSpec, side: str, keys: CurveKeys | None, layout: int) -> Bridge:
+    if keys is None and spec.keys_dir:
+        keys = CurveKeys.load(spec.keys_dir)
+    link: ZmqServer | ZmqClient
+    if side == "host":
+        link = ZmqServer.bind(spec.endpoint, max_packet=spec.max_packet, keys=keys, layout=layout)
+    else:
+        link = ZmqClient.connect(
+            spec.endpoint, max_packet=spec.max_packet, keys=keys, layout=layout
+        )
     spec = dataclasses.replace(spec, endpoint=link.endpoint)
     return Bridge(spec, side, link.sender(), link.receiver(), (link,))
 

@@ -1,7 +1,13 @@
 """Single-producer single-consumer packet ring in POSIX shared memory.
 
 One process creates the ring (the owner); the other attaches by name. One
-sender and one receiver at a time.
+sender and one receiver at a time. The segment is owner-only (mode 0600): only
+processes of the same user (or root) can attach.
+
+A ring records which process created it. If every process of a run dies at
+once (so nothing unlinks the rings), the next :meth:`ShmRing.create` of that
+name finds its creator gone, removes the stale segment, logs a warning and
+creates it afresh; if the creator still runs, it refuses, naming that process.
 
 Layout (layout version 1; all integers little-endian, offsets in bytes)::
 
@@ -10,6 +16,8 @@ Layout (layout version 1; all integers little-endian, offsets in bytes)::
     8       1     n_slots   (power of two, >= 2)
     16      2     slot_size (multiple of 64, 64..65536)
     24      3     closed    (0 open; 1 = producer end-of-stream or owner shutdown)
+    32      4     creator   (low 32 bits: the creator's PID; high 32: a token of its start
+                            time, /proc/PID/stat field 22 mod 2**32, 0 if unknown)
     128     16    head      (u64, producer's count of published packets; own cache line)
     256     32    tail      (u64, consumer's count of consumed packets; own cache line)
     384           slot k at 384 + k * slot_size, k = counter % n_slots:
@@ -49,6 +57,7 @@ from __future__ import annotations
 
 import _posixshmem  # the C core of multiprocessing.shared_memory (POSIX)
 import contextlib
+import logging
 import mmap
 import os
 import secrets
@@ -67,10 +76,11 @@ __all__ = ["LAYOUT_VERSION", "MAGIC", "RingReceiver", "RingSender", "ShmRing"]
 MAGIC = 0x51524E47  # b"QRNG" read as a big-endian u32; only needs to be distinctive
 LAYOUT_VERSION = 1
 LAYOUT_WORD = (MAGIC << 32) | LAYOUT_VERSION
-W_LAYOUT, W_NSLOTS, W_SLOTSIZE, W_CLOSED, W_HEAD, W_TAIL = 0, 1, 2, 3, 16, 32
+W_LAYOUT, W_NSLOTS, W_SLOTSIZE, W_CLOSED, W_CREATOR, W_HEAD, W_TAIL = 0, 1, 2, 3, 4, 16, 32
 CONTROL_BYTES = 384
 MAX_SLOT_SIZE = 65536
 _SPINS = 2048  # compiled spin iterations between deadline checks (~10 µs)
+_log = logging.getLogger("qhil.bridge")
 Arr = (
     np.ndarray
 )  # kernel arguments: ctrl uint64[48], slots uint8[n_slots, slot_size], local int64[2]
@@ -283,11 +293,13 @@ class ShmRing:
     def create(
         cls, *, n_slots: int = 1024, slot_size: int = 256, name: str | None = None
     ) -> ShmRing:
-        """Create and own a new ring; :meth:`close` unlinks it.
+        """Create and own a new ring (mode 0600, owner-only); :meth:`close` unlinks it.
 
         ``n_slots``: a power of two >= 2. ``slot_size``: a multiple of 64 in
         64..65536 (max_packet = slot_size - 4). ``name``: the shared-memory name
-        (None = a unique one).
+        (None = a unique one). A ring of that name left by a process that no
+        longer runs is removed first (with a warning); one whose creator still
+        runs raises FileExistsError naming that process.
 
         >>> with ShmRing.create(n_slots=8, slot_size=128) as r:
         ...     r.n_slots, r.max_packet, r.occupancy()
@@ -297,15 +309,14 @@ class ShmRing:
         if name is not None and (not name or "/" in name):
             raise ValueError(f"name={name!r} must be a non-empty name without '/', or None")
         size = CONTROL_BYTES + n_slots * slot_size
-        # SharedMemory creates and tracks the name (the tracker unlinks it if we
-        # crash); we map it like an attacher so both sides share one code path.
+        name = name or _unique_name()
+        # SharedMemory creates (mode 0600) and tracks the name (the tracker unlinks it
+        # if we crash); we map it like an attacher so both sides share one code path.
         try:
-            shm = SharedMemory(name=name or _unique_name(), create=True, size=size)
+            shm = SharedMemory(name=name, create=True, size=size)
         except FileExistsError:
-            raise FileExistsError(
-                f"a ring named {name!r} already exists; pick another name, pass name=None "
-                f"for a unique one, or remove a stale one (/dev/shm/{name} on Linux)"
-            ) from None
+            _remove_if_stale(name)
+            shm = SharedMemory(name=name, create=True, size=size)
         shm.close()
         try:
             ring = cls(shm.name, _map(shm.name), shm=shm, n_slots=n_slots, size=slot_size)
@@ -314,6 +325,7 @@ class ShmRing:
             raise
         ctrl = ring._control()
         ctrl[W_NSLOTS], ctrl[W_SLOTSIZE] = n_slots, slot_size
+        ctrl[W_CREATOR] = _process_token(os.getpid()) << 32 | os.getpid()
         _store(ctrl, W_LAYOUT, LAYOUT_WORD)  # last: attachers wait for it
         return ring
 
@@ -411,6 +423,74 @@ def _check_geometry(n_slots: Any, slot_size: Any) -> None:
             f"slot_size={slot_size!r} must be a multiple of 64 in 64..{MAX_SLOT_SIZE} "
             "(one u32 length + payload per slot; e.g. 256 gives max_packet 252)"
         )
+
+
+def _process_token(pid: int) -> int:
+    """When process ``pid`` started (Linux clock ticks since boot, mod 2**32), so a
+    reused PID is not taken for a ring's creator; 0 where unknown (not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the name in (...) may hold spaces
+        return int(fields[19]) & 0xFFFF_FFFF  # field 22, counting from the state (field 3)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _creator_runs(pid: int, token: int) -> bool:
+    """Whether the process that recorded (``pid``, ``token``) as a ring's creator still runs."""
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's process
+    return token == 0 or _process_token(pid) in (0, token)
+
+
+def _remove_if_stale(name: str) -> None:
+    """The segment ``name`` exists: unlink it if its creator is gone, else raise
+    FileExistsError naming the fix. (Two processes recovering one stale name at the
+    same instant could both unlink; names are per run, so that race is left open.)"""
+    fix = "pick another name, or leave it unset for a unique one"
+    try:
+        creator = _creator_of(name)
+    except PermissionError:
+        raise FileExistsError(
+            f"a ring named {name!r} exists and is another user's; {fix}"
+        ) from None
+    except ValueError as ex:
+        raise FileExistsError(f"cannot reuse the name {name!r}: {ex}; or {fix}") from None
+    if creator is None:
+        return  # unlinked meanwhile
+    pid, token = creator & 0xFFFF_FFFF, creator >> 32
+    if not 0 < pid < 2**31:  # made before rings recorded their creator
+        raise FileExistsError(
+            f"a ring named {name!r} already exists and does not record its creator; {fix}, "
+            f"or remove it if no qhil process uses it (/dev/shm/{name} on Linux)"
+        )
+    if _creator_runs(pid, token):
+        raise FileExistsError(
+            f"a ring named {name!r} already exists and process {pid}, which created it, "
+            f"still runs; stop that process or {fix}"
+        )
+    _posixshmem.shm_unlink("/" + name)
+    _log.warning("removed stale ring %r left by process %d, which no longer runs", name, pid)
+
+
+def _creator_of(name: str) -> int | None:
+    """Ring ``name``'s creator word (``W_CREATOR``), or None if it no longer exists."""
+    try:
+        mm = _map(name)
+    except FileNotFoundError:
+        return None
+    try:
+        _read_layout(mm, name, wait_s=1.0)  # a ring being created writes its layout last
+        ctrl = np.frombuffer(mm, np.uint64, CONTROL_BYTES // 8, 0)
+        creator = int(ctrl[W_CREATOR])
+        del ctrl  # drop the export so the map can close
+        return creator
+    finally:
+        mm.close()
 
 
 def _read_layout(mm: mmap.mmap, name: str, wait_s: float) -> tuple[int, int]:

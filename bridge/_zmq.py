@@ -1,19 +1,27 @@
-"""ZeroMQ packet transport, for when the FPGA side and the decoder are on
-different machines (tcp://) or want kernel-mediated local IPC (ipc://).
+"""ZeroMQ packet transport, for a front end and a decoder on different machines
+(tcp://) or in separate processes (ipc://).
 
-One ZeroMQ PAIR socket carries both directions: ``link.sender()`` and
-``link.receiver()`` share it, so use a link from one thread only. Each packet is
-one single-part message. ``sender.close()`` sends a two-part end-of-stream
-marker (an empty frame, then ``b"qhil-eos"``); ZeroMQ keeps order, so the
-peer's receiver drains every earlier packet before it raises TransportClosed.
-A peer that vanishes without that marker is not detected (PAIR has no
-disconnect signal): receivers just time out.
+The decoder binds a ROUTER socket (:class:`~qhil.bridge._zmq_server.ZmqServer`),
+front ends connect a DEALER (:class:`ZmqClient`). Before sending data a front
+end opens a *session* with a HELLO control message (``_control.py``); the
+decoder serves one session at a time and refuses a second front end with a
+reason, so no peer can silently lock another out. Data packets are one-frame
+messages; control messages are two frames (empty, body). Over tcp:// the link
+should run CURVE (``_curve.py``): then the decoder only admits known front
+ends, and a front end only talks to the decoder whose key it holds.
+
+Hostile input never raises on the receiving side: oversized, multipart and
+malformed messages and data from peers without a session are dropped and
+counted under a reason (``ZmqServer.counts()``). ZeroMQ itself drops a peer
+that sends a frame over the socket's maximum message size before buffering it.
 
 >>> from qhil.bridge._transport import packet_buffers
->>> with ZmqLink.bind("inproc://doc") as a, ZmqLink.connect("inproc://doc") as b:
-...     a.sender().send(b"ping", timeout_s=1.0)
-...     out, lengths = packet_buffers(4, b.max_packet)
-...     n = b.receiver().recv_into(out, lengths, timeout_s=1.0)
+>>> from qhil.bridge._zmq_server import ZmqServer
+>>> with ZmqServer.bind("inproc://doc") as server, ZmqClient.connect(
+...         "inproc://doc", hello_timeout_s=0) as client:
+...     client.sender().send(b"ping", timeout_s=1.0)
+...     out, lengths = packet_buffers(4, server.max_packet)
+...     n = server.receiver().recv_into(out, lengths, timeout_s=1.0)
 ...     bytes(out[0, : lengths[0]])
 True
 b'ping'
@@ -21,6 +29,7 @@ b'ping'
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -28,12 +37,37 @@ from typing import Any
 import numpy as np
 import zmq
 
+from qhil.bridge._control import (
+    CONTROL_MAX,
+    ControlError,
+    Kind,
+    Refusal,
+    encode_control,
+    new_id,
+    parse_control,
+)
+from qhil.bridge._curve import CurveKeys, secure_client
 from qhil.bridge._transport import TransportClosed, as_packet, check_recv_buffers
 
-__all__ = ["SCHEMES", "ZmqLink"]
+__all__ = [
+    "SCHEMES",
+    "SessionEnded",
+    "ZmqClient",
+    "check_endpoint",
+    "configure_socket",
+    "is_loopback",
+    "recv_data",
+]
 
 SCHEMES = ("tcp://", "ipc://", "inproc://")
-_EOS = b"qhil-eos"
+_log = logging.getLogger("qhil.bridge")
+_HELLO_RETRY_S = 0.25
+_MIN_MAXMSGSIZE = 4096
+
+
+class SessionEnded(TransportClosed):
+    """The session this end was serving is over (its front end said BYE, or a restarted
+    front end opened a new one). The link itself stays open for the next session."""
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -55,92 +89,260 @@ def check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-class ZmqLink:
-    """A PAIR-socket link; build with :meth:`bind` or :meth:`connect`."""
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost.
 
-    def __init__(self, endpoint: str, *, bind: bool, max_packet: int, hwm: int):
+    >>> is_loopback("tcp://127.0.0.1:5555"), is_loopback("tcp://0.0.0.0:5555")
+    (True, False)
+    """
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def configure_socket(sock: Any, *, max_packet: int, hwm: int) -> None:
+    """Options both ends share: no linger, bounded queues, and a maximum message size,
+    so ZeroMQ drops a peer sending anything larger before buffering it."""
+    if not isinstance(max_packet, int) or max_packet < 1:
+        raise ValueError(f"max_packet={max_packet!r} must be a positive int (e.g. 252)")
+    if not isinstance(hwm, int) or hwm < 1:
+        raise ValueError(f"hwm={hwm!r} must be a positive int: packets queued per direction")
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    # Above max_packet so a too-long packet is counted, not just dropped; the CURVE
+    # handshake's own commands (up to a few hundred bytes) must fit too.
+    sock.setsockopt(zmq.MAXMSGSIZE, max(max_packet, CONTROL_MAX, _MIN_MAXMSGSIZE))
+    # Heartbeats let ZeroMQ notice a peer that vanished without closing.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+
+
+def recv_data(sock: Any, row: np.ndarray, counts: dict[str, int]) -> tuple[int, Any]:
+    """Take one message (the routing frame already read, if any) without blocking.
+
+    Returns ``(n, None)`` for a data packet now in ``row[:n]``; ``(-1, frame)`` for a
+    two-frame control message (``frame``: its body as a ``zmq.Frame``, which carries
+    the peer's ``User-Id`` and ``Peer-Address``); ``(-1, None)`` when nothing was ready
+    or the message was dropped (counted in ``counts`` under its reason).
+    """
+    try:
+        n = sock.recv_into(row, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        return -1, None
+    if sock.getsockopt(zmq.RCVMORE):
+        frames = [sock.recv(copy=False) for _ in _more(sock)]
+        if n == 0 and len(frames) == 1 and len(frames[0].bytes) <= CONTROL_MAX:
+            return -1, frames[0]
+        counts["bad_frames"] += 1
+        return -1, None
+    if n > row.shape[0]:
+        counts["oversized"] += 1
+        return -1, None
+    return int(n), None
+
+
+def _more(sock: Any) -> Any:
+    """Yield once per remaining frame of the current message."""
+    more = True
+    while more:
+        yield None
+        more = bool(sock.getsockopt(zmq.RCVMORE))
+
+
+class ZmqClient:
+    """The front end's end of a ZeroMQ link: connects, opens a session, sends rounds and
+    takes corrections. Use it from one thread.
+
+    ``keys``: CURVE keys with this front end's key pair and the decoder's public key
+    (:meth:`CurveKeys.for_client`); required by a decoder that runs CURVE.
+    ``layout``: ``layout_fingerprint`` of the experiment, checked by the decoder (0 = not).
+    ``name``: how the decoder's log names this front end.
+    ``hello_timeout_s``: how long :meth:`connect` waits for the session, retrying HELLO
+    while the decoder is busy or not up yet; 0 sends one HELLO and returns at once
+    (data sent right after it is served if the decoder admits the session).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        max_packet: int = 252,
+        hwm: int = 100_000,
+        keys: CurveKeys | None = None,
+        layout: int = 0,
+        name: str = "",
+        hello_timeout_s: float = 10.0,
+    ) -> None:
         check_endpoint(endpoint)
-        if not isinstance(max_packet, int) or max_packet < 1:
-            raise ValueError(f"max_packet={max_packet!r} must be a positive int (e.g. 252)")
-        if not isinstance(hwm, int) or hwm < 1:
-            raise ValueError(f"hwm={hwm!r} must be a positive int: packets queued per direction")
-        self.max_packet = max_packet
-        # The shared process context: inproc:// only connects sockets of one context.
-        self._sock: Any = zmq.Context.instance().socket(zmq.PAIR)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, hwm)
-        self._sock.setsockopt(zmq.RCVHWM, hwm)
+        self.endpoint, self.max_packet, self.layout, self.name = endpoint, max_packet, layout, name
+        self.instance = new_id()
+        self.session = 0
+        self.refused = ""  # the decoder's last refusal, if any
+        self.decoder_instance = 0
+        self.decoder_restarts: list[float] = []  # monotonic s of each restart seen
+        self.counts: dict[str, int] = {"bad_frames": 0, "oversized": 0, "bad_control": 0}
+        self._sock: Any = zmq.Context.instance().socket(zmq.DEALER)
         try:
-            (self._sock.bind if bind else self._sock.connect)(endpoint)
+            configure_socket(self._sock, max_packet=max_packet, hwm=hwm)
+            if keys is not None:
+                secure_client(self._sock, keys.for_client())
+            self._monitor = self._sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | (zmq.EVENT_DISCONNECTED if keys is not None else 0)
+            )
+            self._sock.connect(endpoint)
         except zmq.ZMQError as ex:
             self._sock.close(linger=0)
-            verb = "bind to" if bind else "connect to"
-            raise OSError(f"cannot {verb} {endpoint!r}: {ex}") from ex
-        # After bind, the resolved address (an OS-chosen tcp port for 'tcp://host:*').
-        self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
-        self._tx = ZmqSender(self)
-        self._rx = ZmqReceiver(self)
+            raise OSError(f"cannot connect to {endpoint!r}: {ex}") from ex
+        self._secure = keys is not None
+        self._last_hello = 0.0
+        self._tx = ZmqClientSender(self)
+        self._rx = ZmqClientReceiver(self)
+        try:
+            self._handshake(hello_timeout_s)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
-    def bind(cls, endpoint: str, *, max_packet: int = 252, hwm: int = 100_000) -> ZmqLink:
-        """Listen on ``endpoint`` ('tcp://127.0.0.1:*' picks a free port; read
-        ``.endpoint`` for it). ``hwm``: packets queued per direction before
-        sends report full."""
-        return cls(endpoint, bind=True, max_packet=max_packet, hwm=hwm)
-
-    @classmethod
-    def connect(cls, endpoint: str, *, max_packet: int = 252, hwm: int = 100_000) -> ZmqLink:
-        """Connect to a link bound at ``endpoint`` (it may bind later; ZeroMQ retries)."""
-        return cls(endpoint, bind=False, max_packet=max_packet, hwm=hwm)
+    def connect(cls, endpoint: str, **options: Any) -> ZmqClient:
+        """Connect to a decoder bound at ``endpoint`` and open a session (see the class)."""
+        return cls(endpoint, **options)
 
     def _live_socket(self) -> Any:
         if self._sock is None:
-            raise TransportClosed(f"zmq link {self.endpoint!r} is closed")
+            raise TransportClosed(f"zmq link to {self.endpoint!r} is closed")
         return self._sock
 
-    def sender(self) -> ZmqSender:
-        """This link's sending end (the same object on every call)."""
+    def _hello(self) -> None:
+        self._last_hello = time.monotonic()
+        body = encode_control(
+            Kind.HELLO, session=self.session, instance=self.instance, layout=self.layout,
+            text=self.name,
+        )  # fmt: skip
+        try:
+            self._live_socket().send_multipart([b"", body], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # queue full: the retry timer sends it again
+
+    def _handshake(self, timeout_s: float) -> None:
+        """Send HELLO until WELCOME, a final refusal, or ``timeout_s``."""
+        self.session = new_id()
+        if timeout_s == 0:
+            self._hello()
+            return
+        deadline = time.monotonic() + timeout_s
+        refusal = ""
+        row = np.zeros(max(self.max_packet, CONTROL_MAX), dtype=np.uint8)
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_hello >= _HELLO_RETRY_S:
+                self._hello()
+            self._check_handshake_failures()
+            if not self._sock.poll(50, zmq.POLLIN):
+                continue
+            n, body = recv_data(self._sock, row, self.counts)
+            if body is None:
+                continue  # a data packet before WELCOME cannot be ours: drop it
+            msg = self._control(body.bytes)
+            if msg is not None and msg.kind == Kind.WELCOME and msg.session == self.session:
+                self.decoder_instance = msg.instance
+                return
+            if msg is not None and msg.kind == Kind.REFUSED:
+                if msg.code != Refusal.BUSY:
+                    raise ConnectionRefusedError(f"the decoder at {self.endpoint} refused: {msg.text}")
+                refusal = msg.text
+        raise ConnectionError(
+            f"no session with a decoder at {self.endpoint} within {timeout_s:g} s"
+            + (f": it refused ({refusal})" if refusal else "; is `qhil serve` running there"
+               + (" and is server.key its public key?" if self._secure else "?"))
+        )  # fmt: skip
+
+    def _check_handshake_failures(self) -> None:
+        """Turn a failed CURVE handshake into a clear error instead of a silent wait."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise ConnectionRefusedError(
+                    f"the decoder at {self.endpoint} refused this front end's CURVE key; "
+                    "copy client.key into its authorized_clients/ folder and reload it"
+                )
+            if not self._secure:
+                raise ConnectionRefusedError(
+                    f"the decoder at {self.endpoint} requires CURVE authentication; pass "
+                    "--keys DIR with this front end's client.key_secret and its server.key"
+                )
+            raise ConnectionRefusedError(
+                f"the CURVE handshake with {self.endpoint} failed: the peer is not the decoder "
+                "whose public key is server.key (a different or forged decoder), or it does "
+                "not run CURVE"
+            )
+
+    def _control(self, body: bytes) -> Any:
+        try:
+            return parse_control(body)
+        except ControlError:
+            self.counts["bad_control"] += 1
+            return None
+
+    def on_control(self, body: bytes) -> None:
+        """A control message during the session: re-open it after a decoder restart."""
+        msg = self._control(body)
+        if msg is None:
+            return
+        if msg.kind == Kind.REFUSED and msg.code != Refusal.NOT_IN_SESSION:
+            self.refused = msg.text
+            _log.warning("the decoder at %s refused this front end: %s", self.endpoint, msg.text)
+        elif msg.kind == Kind.REFUSED:
+            if time.monotonic() - self._last_hello >= _HELLO_RETRY_S:
+                self.session = new_id()
+                self._hello()
+        elif msg.kind == Kind.WELCOME and msg.session == self.session:
+            if msg.instance != self.decoder_instance:
+                self.decoder_restarts.append(time.monotonic())
+                _log.warning("the decoder at %s restarted; new session opened", self.endpoint)
+            self.decoder_instance = msg.instance
+
+    def sender(self) -> ZmqClientSender:
         return self._tx
 
-    def receiver(self) -> ZmqReceiver:
-        """This link's receiving end (the same object on every call)."""
+    def receiver(self) -> ZmqClientReceiver:
         return self._rx
 
-    def close(self, *, linger_s: float = 0.0) -> None:
-        """Send end-of-stream (best effort) and close. ``linger_s``: how long queued
-        packets may still go out (0 drops them). Idempotent."""
+    def close(self, *, linger_s: float = 0.5) -> None:
+        """Say BYE (best effort) and close; queued packets may go out for ``linger_s``."""
         if self._sock is None:
             return
         self._tx.close()
-        # ZeroMQ's I/O thread keeps sending queued packets for up to linger_s.
+        self._monitor.close(linger=0)
         self._sock.close(linger=int(linger_s * 1000))
         self._sock = None
 
-    def __enter__(self) -> ZmqLink:
+    def __enter__(self) -> ZmqClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-class ZmqSender:
-    """Sending end of a :class:`ZmqLink` (a PacketSender)."""
+class ZmqClientSender:
+    """Sending end of a :class:`ZmqClient` (a PacketSender)."""
 
-    def __init__(self, link: ZmqLink):
-        self._link, self.max_packet, self._eos_sent = link, link.max_packet, False
-        self._scratch = np.zeros(link.max_packet, dtype=np.uint8)  # reserve()'s buffer
-        self._reserved = False
-
-    def _socket(self) -> Any:
-        if self._eos_sent:
-            raise TransportClosed("this sender was closed (end of stream sent)")
-        return self._link._live_socket()
+    def __init__(self, client: ZmqClient) -> None:
+        self._client, self.max_packet = client, client.max_packet
+        self._scratch = np.zeros(client.max_packet, dtype=np.uint8)
+        self._reserved = self._closed = False
 
     def reserve(self) -> np.ndarray | None:
         """uint8[max_packet] scratch buffer to fill, or None when the queue is full."""
-        writable = self._socket().getsockopt(zmq.EVENTS) & zmq.POLLOUT
-        self._reserved = bool(writable)
-        return self._scratch if writable else None
+        if self._closed:
+            raise TransportClosed("this sender was closed (BYE sent)")
+        self._reserved = bool(self._client._live_socket().getsockopt(zmq.EVENTS) & zmq.POLLOUT)
+        return self._scratch if self._reserved else None
 
     def commit(self, length: int) -> None:
         """Send the first ``length`` bytes of the reserved scratch buffer."""
@@ -154,9 +356,11 @@ class ZmqSender:
 
     def try_send(self, packet: bytes | np.ndarray) -> bool:
         """Queue ``packet`` (bytes or uint8 1-D); False when the queue is full."""
+        if self._closed:
+            raise TransportClosed("this sender was closed (BYE sent)")
         pkt = as_packet(packet, self.max_packet)
         try:
-            self._socket().send(pkt, zmq.NOBLOCK, copy=True)
+            self._client._live_socket().send(pkt, zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return False
         return True
@@ -168,58 +372,42 @@ class ZmqSender:
             left = deadline - time.perf_counter()
             if left <= 0:
                 return False
-            self._socket().poll(max(1, math.ceil(left * 1000)), zmq.POLLOUT)
+            self._client._live_socket().poll(max(1, math.ceil(left * 1000)), zmq.POLLOUT)
         return True
 
     def close(self) -> None:
-        """Send the end-of-stream marker (best effort, never blocks). Idempotent."""
-        if self._eos_sent or self._link._sock is None:
-            self._eos_sent = True
-            return
-        try:
-            self._link._sock.send_multipart([b"", _EOS], zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # peer's queue is full or it is gone; it will time out instead
-        self._eos_sent = True
+        """End the session with BYE (best effort, never blocks). Idempotent."""
+        c = self._client
+        if not self._closed and c._sock is not None:
+            body = encode_control(Kind.BYE, session=c.session, instance=c.instance)
+            try:
+                c._sock.send_multipart([b"", body], zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the decoder's queue is full or it is gone; its session times out
+        self._closed = True
 
 
-class ZmqReceiver:
-    """Receiving end of a :class:`ZmqLink` (a PacketReceiver)."""
+class ZmqClientReceiver:
+    """Receiving end of a :class:`ZmqClient` (a PacketReceiver): corrections in; control
+    messages are handled on the way (a decoder restart re-opens the session)."""
 
-    def __init__(self, link: ZmqLink, *, spin_s: float = 50e-6):
-        self._link, self.max_packet, self._spin_s = link, link.max_packet, spin_s
-        self._eos = False
+    def __init__(self, client: ZmqClient, *, spin_s: float = 50e-6) -> None:
+        self._client, self.max_packet, self._spin_s = client, client.max_packet, spin_s
 
     def _take(self, sock: Any, row: np.ndarray) -> int:
-        """One message into ``row`` (uint8 1-D, C-contiguous); -1 if none ready."""
-        try:
-            n = sock.recv_into(row, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            return -1
-        if n == 0 and sock.getsockopt(zmq.RCVMORE):
-            rest = sock.recv_multipart()
-            if rest == [_EOS]:
-                self._eos = True
-                return -1
-            raise RuntimeError(f"unexpected multipart message {rest!r}; is the peer a qhil link?")
-        if n > row.shape[0]:
-            raise ValueError(
-                f"received a {n}-byte packet but max_packet={self.max_packet}; "
-                "open both ends with the same max_packet"
-            )
-        return int(n)
+        while True:
+            n, body = recv_data(sock, row, self._client.counts)
+            if body is None:
+                return n
+            self._client.on_control(body.bytes)
 
     def recv_into(self, out: np.ndarray, lengths: np.ndarray, *, timeout_s: float) -> int:
         """See :meth:`PacketReceiver.recv_into` (out: uint8[n, >=max_packet] C-contiguous,
         lengths: uint32[n] C-contiguous)."""
         n_max = check_recv_buffers(out, lengths, self.max_packet)
-        if self._eos:
-            raise TransportClosed(f"peer of {self._link.endpoint!r} closed (end of stream)")
-        sock = self._link._live_socket()
+        sock = self._client._live_socket()
         start = time.perf_counter()
         while (n := self._take(sock, out[0])) < 0:
-            if self._eos:
-                raise TransportClosed(f"peer of {self._link.endpoint!r} closed (end of stream)")
             waited = time.perf_counter() - start
             if waited >= timeout_s:
                 return 0
@@ -233,4 +421,4 @@ class ZmqReceiver:
         return k
 
     def close(self) -> None:
-        """Nothing to release (the link owns the socket); kept for the protocol."""
+        """Nothing to release (the client owns the socket); kept for the protocol."""

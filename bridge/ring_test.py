@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import collections
 import importlib
+import logging
 import multiprocessing as mp
+import os
+import stat
 import subprocess
 import sys
 import time
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -17,7 +21,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
-from qhil.bridge._ring import ShmRing
+from qhil.bridge._ring import W_CREATOR, ShmRing, _process_token
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
 
 N_CROSS = 100_000
@@ -311,8 +315,57 @@ def test_cross_process_ping_pong() -> None:
         print(f"shm cross-process RTT ns: p50={p50:.0f} p99={p99:.0f}")
 
 
-def test_create_refuses_an_existing_name() -> None:
+def test_create_refuses_a_name_whose_creator_still_runs() -> None:
     with ShmRing.create(n_slots=2, slot_size=64) as ring:
-        with pytest.raises(FileExistsError, match="already exists"):
+        with pytest.raises(
+            FileExistsError, match=f"process {os.getpid()}, which created it, still"
+        ):
             ShmRing.create(name=ring.name)
         assert ring.receiver().recv_into(*packet_buffers(1, 60), timeout_s=0) == 0
+        ring._control()[W_CREATOR] = 0  # as rings made before they recorded their creator
+        with pytest.raises(FileExistsError, match="does not record its creator"):
+            ShmRing.create(name=ring.name)
+
+
+def _orphan_ring(name: str) -> int:
+    """Create ring ``name`` in a process that then dies without unlinking it, as when every
+    process of a run (its resource tracker too) is killed at once; returns its PID."""
+    code = (
+        "import os\nfrom multiprocessing import resource_tracker\n"
+        "from qhil.bridge._ring import ShmRing\n"
+        f"r = ShmRing.create(n_slots=2, slot_size=64, name={name!r})\n"
+        "resource_tracker.unregister('/' + r.name, 'shared_memory')\n"
+        "print(os.getpid(), flush=True)\nos._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_create_replaces_a_stale_ring_of_a_dead_process(caplog: pytest.LogCaptureFixture) -> None:
+    name = f"qhil-stale-{os.getpid()}"
+    pid = _orphan_ring(name)
+    with ShmRing.attach(name) as stale:
+        assert stale.n_slots == 2  # left behind
+    with caplog.at_level(logging.WARNING, logger="qhil.bridge"):
+        ring = ShmRing.create(n_slots=8, slot_size=64, name=name)
+    with ring, ShmRing.attach(name) as fresh:
+        assert fresh.n_slots == 8
+    assert f"removed stale ring {name!r} left by process {pid}" in caplog.text
+    with pytest.raises(FileNotFoundError):
+        ShmRing.attach(name)  # the owner's close() unlinked the fresh ring
+
+
+@pytest.mark.skipif(_process_token(os.getpid()) == 0, reason="no process start times here")
+def test_a_reused_pid_is_not_taken_for_the_creator() -> None:
+    name = f"qhil-reused-{os.getpid()}"
+    _orphan_ring(name)
+    with ShmRing.attach(name) as stale:  # as if this process had got the dead creator's PID
+        stale._control()[W_CREATOR] = (_process_token(os.getpid()) ^ 1) << 32 | os.getpid()
+    ShmRing.create(n_slots=4, slot_size=64, name=name).close()
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm to look at")
+def test_rings_are_owner_only() -> None:
+    with ShmRing.create(n_slots=2, slot_size=64) as ring:
+        assert stat.S_IMODE(os.stat(f"/dev/shm/{ring.name}").st_mode) == 0o600
