@@ -36,9 +36,9 @@ from qhil.bridge import (
 from qhil.fpga import DetectorProgram
 from qhil.host._assembler import ShotAssembler
 from qhil.host._decoders import Decoder, StreamingDecoder, make_decoder
-from qhil.host._stats import Percentiles
+from qhil.host._stats import LogHistogram, Percentiles
 
-__all__ = ["DecoderService", "HostStats", "ServiceConfig"]
+__all__ = ["DecoderService", "HostStats", "LiveRun", "ServiceConfig"]
 
 _STOP_REASONS = ("end_of_stream", "shutdown", "transport_closed")
 
@@ -83,7 +83,10 @@ class HostStats:
     once, as ``rounds_accepted``, ``end_of_stream`` or a rejection reason.
     ``service_ns`` is, per decoded shot, the time from its last round's
     receipt to its correction being sent; ``decode_ns_per_shot`` is the
-    decoder's time divided evenly over each batch's shots.
+    decoder's time divided evenly over each batch's shots. Both come from
+    fixed-memory histograms (``Percentiles.of_histogram``): n, mean and max
+    exact, each percentile at most ``LogHistogram.RELATIVE_ERROR`` (1/64) above
+    the true one.
 
     With a ``StreamingDecoder`` (``streaming``), ``rounds_streamed`` counts the
     rounds handed to its ``on_round`` and ``rounds_stream_failed`` those whose
@@ -140,6 +143,54 @@ class HostStats:
             )
 
 
+class LiveRun:
+    """A read-only view of one running ``serve`` call, for a metrics exporter (a Prometheus
+    scrape) on another thread: ``DecoderService.live``.
+
+    Reads take no lock and the service thread keeps going meanwhile, so each value is
+    whole but two values read one after the other may be a batch apart (e.g.
+    ``shots_decoded`` ahead of ``service_ns.count``). Never mutate what it hands out:
+    ``service_ns`` and ``decode_ns`` are the service's own recorders (read them with
+    ``buckets``, ``percentile``, ``count``, ``sum``).
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: _Loop) -> None:
+        self._loop = loop
+
+    def counts(self) -> dict[str, int]:
+        """The assembler's counters by name, as in ``HostStats.counts``."""
+        return self._loop.asm.counts()
+
+    @property
+    def service_ns(self) -> LogHistogram:
+        """Per decoded shot: last round received to correction sent, in ns."""
+        return self._loop.service_ns
+
+    @property
+    def decode_ns(self) -> LogHistogram:
+        """Per decoded shot: the decoder's time over its batch's shots, in ns."""
+        return self._loop.decode_ns
+
+    @property
+    def shots_decoded(self) -> int:
+        return self._loop.decoded
+
+    @property
+    def shots_incomplete(self) -> int:
+        return self._loop.incomplete
+
+    @property
+    def shots_decoder_error(self) -> int:
+        return self._loop.errors
+
+    @property
+    def open_shots(self) -> int:
+        """Shots with rounds in but no correction out yet."""
+        return self._loop.asm.open_shots
+
+
 class DecoderService:
     """Serves one front end: assembles its rounds, decodes, answers every shot."""
 
@@ -154,6 +205,7 @@ class DecoderService:
         self.decoder = decoder
         self.config = config
         self.program = program
+        self._live: LiveRun | None = None
 
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, config: ServiceConfig) -> DecoderService:
@@ -191,8 +243,30 @@ class DecoderService:
         on_ready: Callable[[], None] | None = None,
     ) -> HostStats:
         """Run until end-of-stream (and its grace), a stop request, or a closed transport."""
-        cfg = self.config
         loop = _Loop(self, tx)
+        self._live = LiveRun(loop)
+        try:
+            return loop.stats(self._run(loop, rx, should_stop, on_ready))
+        finally:
+            self._live = None
+
+    @property
+    def live(self) -> LiveRun | None:
+        """The running ``serve`` call's live counters and histograms; None outside one.
+
+        For a metrics exporter on another thread: see ``LiveRun`` for what such reads see.
+        """
+        return self._live
+
+    def _run(
+        self,
+        loop: _Loop,
+        rx: PacketReceiver,
+        should_stop: Callable[[], bool],
+        on_ready: Callable[[], None] | None,
+    ) -> str:
+        """The receive-assemble-decode loop; returns why it stopped."""
+        cfg = self.config
         batch = 256
         buf = np.zeros((batch, rx.max_packet), dtype=np.uint8)
         lengths = np.zeros(batch, dtype=np.uint32)
@@ -232,7 +306,7 @@ class DecoderService:
                 stopped_by = "shutdown"
                 loop.give_up(asm.expired(now, flush=True))
                 break
-        return loop.stats(stopped_by)
+        return stopped_by
 
 
 class _NullSender:
@@ -265,8 +339,9 @@ class _Loop:
         self.unsent = 0
         self.calls = 0
         self.max_batch = 0
-        self.service_ns: list[np.ndarray] = []
-        self.decode_ns: list[np.ndarray] = []
+        # Fixed-size recorders: a long run must not grow with its shot count.
+        self.service_ns = LogHistogram()
+        self.decode_ns = LogHistogram()
         self.first_error = ""
         dec = service.decoder
         self.stream: StreamingDecoder | None = dec if isinstance(dec, StreamingDecoder) else None
@@ -359,8 +434,11 @@ class _Loop:
         if status == CorrectionStatus.DECODED:
             self.decoded += len(ready)
             self.rounds_decoded += len(ready) * self.asm.rounds
-            self.service_ns.append(done - self.asm.meta[streams, slots, 4])
-            self.decode_ns.append(np.full(len(ready), (t1 - t0) // len(ready), dtype=np.int64))
+            if len(ready) == 1:  # the common case again: no temporary arrays
+                self.service_ns.record(done - int(self.asm.meta[ready[0, 0], ready[0, 1], 4]))
+            else:
+                self.service_ns.record_many(done - self.asm.meta[streams, slots, 4])
+            self.decode_ns.record((t1 - t0) // len(ready), count=len(ready))
         else:
             self.errors += len(ready)
             self.rounds_error += len(ready) * self.asm.rounds
@@ -405,7 +483,6 @@ class _Loop:
         decoder_counts = self._decoder_counts()  # first: it may record an error
         asm = self.asm
         open_rounds = int(np.count_nonzero(asm.received[asm.slot_shot >= 0]))
-        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
         return HostStats(
             decoder=self.service.decoder.name,
             stopped_by=stopped_by,
@@ -420,8 +497,8 @@ class _Loop:
             corrections_unsent=self.unsent,
             decode_calls=self.calls,
             max_batch=self.max_batch,
-            service_ns=Percentiles.of(cat(self.service_ns)),
-            decode_ns_per_shot=Percentiles.of(cat(self.decode_ns)),
+            service_ns=Percentiles.of_histogram(self.service_ns),
+            decode_ns_per_shot=Percentiles.of_histogram(self.decode_ns),
             first_decoder_error=self.first_error,
             streaming=self.stream is not None,
             rounds_streamed=self.streamed,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ from qhil.bridge import (
 from qhil.bridge._open import warm_up as warm_up_bridge
 from qhil.fpga import CycleModel, DetectorProgram, Fate, FrontEndConfig
 from qhil.host import DecoderService, HostStats, Percentiles, ServiceConfig, make_decoder
+from qhil.host._stats import LogHistogram
 
 ROUNDS = 3  # d=3, rounds=2: three streamed rounds per shot
 
@@ -197,6 +198,83 @@ def test_host_stats_stopped_by_is_checked() -> None:
         _stats(stopped_by=reason)
     with pytest.raises(ValueError, match="stopped_by must be one of"):
         _stats(stopped_by="crashed")
+
+
+# -- statistics in fixed memory; the live view -------------------------------------------------
+
+
+class ZeroDecoder:
+    """Decodes every shot to no flip, at once: the loop's own per-shot cost is what is left."""
+
+    name = "zero"
+    num_observables = 1
+
+    def __init__(self, num_detectors: int) -> None:
+        self.num_detectors = num_detectors
+
+    def decode_batch(self, dets: np.ndarray) -> np.ndarray:
+        return np.zeros((len(dets), 1), dtype=np.bool_)
+
+
+def test_a_long_run_keeps_its_statistics_in_fixed_memory(program: DetectorProgram) -> None:
+    from qhil.host import _service
+
+    svc = DecoderService(ZeroDecoder(program.num_detectors), program, config=ServiceConfig())
+    loop = _service._Loop(svc, _service._NullSender())
+    hists = (loop.service_ns, loop.decode_ns)
+    nbytes = [h.nbytes for h in hists]
+    batch = loop.asm.slots  # a full batch of ready shots, one per slot
+    ready = np.stack([np.zeros(batch, np.int64), np.arange(batch)], axis=1)
+    shots = 0
+    while shots < 200_000:
+        loop.asm.slot_shot[0] = np.arange(shots, shots + batch)
+        loop.asm.meta[0, :, 4] = time.monotonic_ns()  # each shot's last round just arrived
+        loop.decode(ready)
+        shots += batch
+    assert loop.service_ns is hists[0] and loop.decode_ns is hists[1], "no new recorders"
+    assert [h.nbytes for h in hists] == nbytes == [LogHistogram.NUM_BUCKETS * 8] * 2
+    assert [h.buckets()[0].size <= LogHistogram.NUM_BUCKETS for h in hists] == [True, True]
+    stats = loop.stats("end_of_stream")
+    assert stats.shots_decoded == stats.service_ns.n == stats.decode_ns_per_shot.n == shots
+    assert 0 < stats.service_ns.p50 <= stats.service_ns.p99 <= stats.service_ns.max
+    assert loop.service_ns.overflow == 0
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(1e-3)
+    return check()
+
+
+def test_live_shows_the_running_serve_call(
+    service: DecoderService, dets: np.ndarray, program: DetectorProgram
+) -> None:
+    svc = DecoderService(service.decoder, program, config=ServiceConfig(assembly_timeout_s=60.0))
+    assert svc.live is None
+    stop = threading.Event()
+    got: list[HostStats] = []
+    with link() as ln:
+        for s in range(5):
+            ln.shot(dets, program, s)
+        ln.shot(dets, program, 5, rounds=(0,))  # stays open
+        host = threading.Thread(target=lambda: got.append(serve(svc, ln, should_stop=stop.is_set)))
+        host.start()
+        assert _eventually(lambda: svc.live is not None and svc.live.shots_decoded == 5)
+        live = svc.live
+        assert live is not None
+        assert _eventually(lambda: live.service_ns.count == live.decode_ns.count == 5)
+        assert live.counts()["packets"] == live.counts()["rounds_accepted"] == 16
+        assert (live.shots_incomplete, live.shots_decoder_error, live.open_shots) == (0, 0, 1)
+        edges, counts = live.service_ns.buckets()
+        assert counts.sum() == 5 and edges[-1] >= live.service_ns.max > 0
+        stop.set()
+        host.join(5.0)
+    assert not host.is_alive()
+    assert svc.live is None, "no live view once serve returned"
+    (stats,) = got
+    assert stats.shots_decoded == 5 and stats.shots_incomplete == 1
+    assert stats.service_ns.n == 5 and stats.service_ns.max == live.service_ns.max
 
 
 # -- serving a scripted front end -------------------------------------------------------------
