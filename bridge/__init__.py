@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
-from qhil.bridge._open import Bridge, BridgeSpec, open_bridge
+from qhil.bridge._control import Refusal, layout_fingerprint
+from qhil.bridge._curve import CurveKeys, generate_keys
+from qhil.bridge._open import Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
 from qhil.bridge._ring import ShmRing
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
@@ -34,8 +36,6 @@ from qhil.bridge._wire import (
     write_correction,
     write_syndrome,
 )
-from qhil.bridge._control import Refusal, layout_fingerprint
-from qhil.bridge._curve import CurveKeys, generate_keys
 from qhil.bridge._zmq import SessionEnded, ZmqClient, is_loopback
 from qhil.bridge._zmq_server import SessionInfo, ZmqServer
 
@@ -73,6 +73,7 @@ __all__ = [
     "parse_correction",
     "parse_syndrome",
     "syndrome_size",
+    "warm_up",
     "write_correction",
     "write_syndrome",
 ]

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from qhil.bridge._curve import CurveKeys
 from qhil.bridge._ring import ShmRing, _check_geometry, _unique_name
 from qhil.bridge._transport import PacketReceiver, PacketSender, packet_buffers
-from qhil.bridge._curve import CurveKeys
 from qhil.bridge._zmq import ZmqClient, check_endpoint
 from qhil.bridge._zmq_server import ZmqServer
 
@@ -119,6 +119,12 @@ class Bridge:
     tx: PacketSender
     rx: PacketReceiver
     _resources: tuple[Any, ...] = dataclasses.field(repr=False)
+
+    @property
+    def link(self) -> ZmqServer | ZmqClient | None:
+        """The ZeroMQ link behind a zmq bridge (sessions, counters); None over shm."""
+        res = self._resources[0]
+        return res if isinstance(res, ZmqServer | ZmqClient) else None
 
     def close(self) -> None:
         """Close both ends and the rings/link. Idempotent."""

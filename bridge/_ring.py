@@ -1,8 +1,7 @@
 """Single-producer single-consumer packet ring in POSIX shared memory.
 
 One process creates the ring (the owner); the other attaches by name. One
-sender and one receiver at a time. The segment is owner-only (mode 0600): only
-processes of the same user (or root) can attach.
+sender and one receiver at a time.
 
 A ring records which process created it. If every process of a run dies at
 once (so nothing unlinks the rings), the next :meth:`ShmRing.create` of that
@@ -17,7 +16,8 @@ Layout (layout version 1; all integers little-endian, offsets in bytes)::
     16      2     slot_size (multiple of 64, 64..65536)
     24      3     closed    (0 open; 1 = producer end-of-stream or owner shutdown)
     32      4     creator   (low 32 bits: the creator's PID; high 32: a token of its start
-                            time, /proc/PID/stat field 22 mod 2**32, 0 if unknown)
+                            time, /proc/PID/stat field 22 mod 2**32, 0 if unknown; the
+                            whole word is 0 in rings made before it was added)
     128     16    head      (u64, producer's count of published packets; own cache line)
     256     32    tail      (u64, consumer's count of consumed packets; own cache line)
     384           slot k at 384 + k * slot_size, k = counter % n_slots:
@@ -275,7 +275,11 @@ class RingReceiver(_RingEnd):
 
 
 class ShmRing:
-    """A shared-memory SPSC ring; build with :meth:`create` or :meth:`attach`."""
+    """A shared-memory SPSC ring; build with :meth:`create` or :meth:`attach`.
+
+    The segment is owner-only (mode 0600): only processes of the creator's user
+    (or root) can attach to it.
+    """
 
     def __init__(self, name: str, mm: Any, *, shm: SharedMemory | None, n_slots: int, size: int):
         # `shm` is set for the owner only (unlinked on close); `mm` maps the segment.

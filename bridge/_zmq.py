@@ -56,6 +56,7 @@ __all__ = [
     "check_endpoint",
     "configure_socket",
     "is_loopback",
+    "own_context",
     "recv_data",
 ]
 
@@ -99,6 +100,12 @@ def is_loopback(endpoint: str) -> bool:
         return True
     host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def own_context(endpoint: str) -> Any:
+    """A fresh ZeroMQ context for one link, except over inproc:// (one process-wide
+    context, the only way inproc sockets find each other)."""
+    return zmq.Context.instance() if endpoint.startswith("inproc://") else zmq.Context()
 
 
 def configure_socket(sock: Any, *, max_packet: int, hwm: int) -> None:
@@ -183,22 +190,29 @@ class ZmqClient:
         self.decoder_instance = 0
         self.decoder_restarts: list[float] = []  # monotonic s of each restart seen
         self.counts: dict[str, int] = {"bad_frames": 0, "oversized": 0, "bad_control": 0}
-        self._sock: Any = zmq.Context.instance().socket(zmq.DEALER)
+        self._ctx: Any = own_context(endpoint)
+        self._sock: Any = self._ctx.socket(zmq.DEALER)
         try:
             configure_socket(self._sock, max_packet=max_packet, hwm=hwm)
             if keys is not None:
                 secure_client(self._sock, keys.for_client())
-            self._monitor = self._sock.get_monitor_socket(
+            self._monitor: Any = self._sock.get_monitor_socket(
                 zmq.EVENT_HANDSHAKE_FAILED_AUTH
                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                | (zmq.EVENT_DISCONNECTED if keys is not None else 0)
+                | zmq.EVENT_DISCONNECTED,
+                addr=f"inproc://qhil-monitor-{self.instance:x}",  # unique: fds get reused
             )
             self._sock.connect(endpoint)
-        except zmq.ZMQError as ex:
+        except (zmq.ZMQError, ValueError, FileNotFoundError) as ex:
             self._sock.close(linger=0)
-            raise OSError(f"cannot connect to {endpoint!r}: {ex}") from ex
+            if self._ctx is not zmq.Context.instance():
+                self._ctx.term()
+            if isinstance(ex, zmq.ZMQError):
+                raise OSError(f"cannot connect to {endpoint!r}: {ex}") from ex
+            raise
         self._secure = keys is not None
         self._last_hello = 0.0
+        self._drops = 0  # disconnects seen during the handshake
         self._tx = ZmqClientSender(self)
         self._rx = ZmqClientReceiver(self)
         try:
@@ -220,9 +234,12 @@ class ZmqClient:
     def _hello(self) -> None:
         self._last_hello = time.monotonic()
         body = encode_control(
-            Kind.HELLO, session=self.session, instance=self.instance, layout=self.layout,
+            Kind.HELLO,
+            session=self.session,
+            instance=self.instance,
+            layout=self.layout,
             text=self.name,
-        )  # fmt: skip
+        )
         try:
             self._live_socket().send_multipart([b"", body], zmq.NOBLOCK)
         except zmq.Again:
@@ -243,7 +260,7 @@ class ZmqClient:
             self._check_handshake_failures()
             if not self._sock.poll(50, zmq.POLLIN):
                 continue
-            n, body = recv_data(self._sock, row, self.counts)
+            _, body = recv_data(self._sock, row, self.counts)
             if body is None:
                 continue  # a data packet before WELCOME cannot be ours: drop it
             msg = self._control(body.bytes)
@@ -252,13 +269,19 @@ class ZmqClient:
                 return
             if msg is not None and msg.kind == Kind.REFUSED:
                 if msg.code != Refusal.BUSY:
-                    raise ConnectionRefusedError(f"the decoder at {self.endpoint} refused: {msg.text}")
+                    raise ConnectionRefusedError(
+                        f"the decoder at {self.endpoint} refused: {msg.text}"
+                    )
                 refusal = msg.text
         raise ConnectionError(
             f"no session with a decoder at {self.endpoint} within {timeout_s:g} s"
-            + (f": it refused ({refusal})" if refusal else "; is `qhil serve` running there"
-               + (" and is server.key its public key?" if self._secure else "?"))
-        )  # fmt: skip
+            + (
+                f": it refused ({refusal})"
+                if refusal
+                else "; is `qhil serve` running there"
+                + (" and is server.key its public key?" if self._secure else "?")
+            )
+        )
 
     def _check_handshake_failures(self) -> None:
         """Turn a failed CURVE handshake into a clear error instead of a silent wait."""
@@ -266,6 +289,12 @@ class ZmqClient:
 
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                # Dropped twice before any WELCOME: the handshake itself fails (a decoder
+                # restart drops us once at most).
+                self._drops += 1
+                if self._drops < 2:
+                    continue
             if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 raise ConnectionRefusedError(
                     f"the decoder at {self.endpoint} refused this front end's CURVE key; "
@@ -321,6 +350,8 @@ class ZmqClient:
         self._monitor.close(linger=0)
         self._sock.close(linger=int(linger_s * 1000))
         self._sock = None
+        if self._ctx is not zmq.Context.instance():
+            self._ctx.term()  # waits up to linger_s for the BYE to go out
 
     def __enter__(self) -> ZmqClient:
         return self

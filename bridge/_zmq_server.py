@@ -14,8 +14,11 @@ Session rules (a front end opens a session with HELLO; see ``_control.py``):
   is told so (at most once a second), which lets a front end re-open its session
   after a decoder restart.
 
-Every message that is not a data packet of the open session is counted under a
-reason in :meth:`ZmqServer.counts`; refused peers also in ``refused_*``.
+Every message received is counted once in :meth:`ZmqServer.counts`: as ``data``
+(a packet of the open session, handed on), ``control`` (a HELLO or BYE acted
+on), or under the reason it was dropped: ``not_in_session``, ``bad_frames``,
+``oversized`` or ``bad_control``; so ``packets`` equals their sum. Refused peers
+are also counted in ``refused_*``.
 
 >>> from qhil.bridge._transport import packet_buffers
 >>> from qhil.bridge._zmq import ZmqClient
@@ -57,7 +60,13 @@ from qhil.bridge._control import (
 )
 from qhil.bridge._curve import CurveKeys, ZapGate, restrict_ipc, secure_server
 from qhil.bridge._transport import TransportClosed, as_packet, check_recv_buffers
-from qhil.bridge._zmq import SessionEnded, check_endpoint, configure_socket, recv_data
+from qhil.bridge._zmq import (
+    SessionEnded,
+    check_endpoint,
+    configure_socket,
+    own_context,
+    recv_data,
+)
 
 __all__ = ["SessionInfo", "ZmqServer"]
 
@@ -65,14 +74,28 @@ _log = logging.getLogger("qhil.bridge")
 _NOTICE_EVERY_S = 1.0
 _PEERS_REMEMBERED = 1024  # bounded: a flood of new peers cannot grow this
 _COUNTERS = (
-    "packets", "not_in_session", "bad_frames", "oversized", "bad_control", "unroutable",
-    "sessions", "sessions_replaced", "refused_busy", "refused_bad_hello", "refused_layout",
-    "refused_unauthenticated", "refused_handshake", "disconnects",
-)  # fmt: skip
+    "packets",
+    "data",
+    "control",
+    "not_in_session",
+    "bad_frames",
+    "oversized",
+    "bad_control",
+    "unroutable",
+    "sessions",
+    "sessions_replaced",
+    "refused_busy",
+    "refused_bad_hello",
+    "refused_layout",
+    "refused_unauthenticated",
+    "refused_handshake",
+    "disconnects",
+)
 _MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_DISCONNECTED
-)  # fmt: skip
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,11 +132,12 @@ class ZmqServer:
         idle_s: float,
     ) -> None:
         check_endpoint(endpoint)
-        self.max_packet, self.layout, self.idle_s = max_packet, layout, idle_s
+        self.max_packet, self.layout, self.idle_s, self.keys = max_packet, layout, idle_s, keys
         self.instance = new_id()
         self._counts = dict.fromkeys(_COUNTERS, 0)
-        # A CURVE server gets its own context: ZAP is one handler per context.
-        self._ctx: Any = zmq.Context() if keys else zmq.Context.instance()
+        # Its own context (I/O thread), so no other link in this process can slow it;
+        # ZAP is one handler per context too. inproc:// only joins sockets of one context.
+        self._ctx: Any = own_context(endpoint)
         self._gate = ZapGate(self._ctx, keys.for_server()) if keys else None
         self._sock: Any = self._ctx.socket(zmq.ROUTER)
         try:
@@ -122,13 +146,18 @@ class ZmqServer:
             if keys is not None:
                 secure_server(self._sock, keys)
             self._sock.bind(endpoint)
-            self._monitor: Any = self._sock.get_monitor_socket(_MONITOR_EVENTS)
-        except zmq.ZMQError as ex:
+            self._monitor: Any = self._sock.get_monitor_socket(
+                _MONITOR_EVENTS, addr=f"inproc://qhil-monitor-{new_id():x}"
+            )
+        except (zmq.ZMQError, ValueError) as ex:
             self.close()
-            raise OSError(f"cannot bind to {endpoint!r}: {ex}") from ex
+            if isinstance(ex, zmq.ZMQError):
+                raise OSError(f"cannot bind to {endpoint!r}: {ex}") from ex
+            raise
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
         restrict_ipc(self.endpoint)
         self.session: SessionInfo | None = None
+        self.served: SessionInfo | None = None  # the session the receiver last returned data of
         self._last_heard = 0.0
         self._pending: SessionInfo | None = None
         self._bound = 0  # session id the receiver is serving (0: none yet)
@@ -174,6 +203,7 @@ class ZmqServer:
         if self._gate is None:
             raise ValueError("this link runs without CURVE; there are no keys to reload")
         self._gate.update(keys)
+        self.keys = keys
 
     def sender(self) -> ZmqServerSender:
         return self._tx
@@ -225,6 +255,7 @@ class ZmqServer:
                 s = self.session
                 if s is not None and peer.bytes == s.peer:
                     self._last_heard = time.monotonic()
+                    c["data"] += 1
                     return n
                 c["not_in_session"] += 1
                 self._notice(peer.bytes)
@@ -261,34 +292,44 @@ class ZmqServer:
         try:
             msg = parse_control(frame.bytes)
         except ControlError:
-            self._counts["bad_control"] += 1
-            return
+            msg = None
         s = self.session
-        if msg.kind == Kind.BYE:
-            if s is not None and peer.bytes == s.peer and msg.session == s.session:
-                _log.info("session %016x of %s ended (BYE)", s.session, s.name or "a front end")
-                self.session = None
-            else:
-                self._counts["bad_control"] += 1
-            return
-        if msg.kind != Kind.HELLO:
+        bye = msg is not None and msg.kind == Kind.BYE
+        if bye and s is not None and peer.bytes == s.peer and msg.session == s.session:
+            self._counts["control"] += 1
+            _log.info("session %016x of %s ended (BYE)", s.session, s.name or "a front end")
+            self.session = None
+        elif msg is not None and msg.kind == Kind.HELLO:
+            self._counts["control"] += 1
+            self._on_hello(peer.bytes, frame, msg)
+        else:  # unparseable, a BYE for another session, or a decoder-only kind
             self._counts["bad_control"] += 1
-            return
-        self._on_hello(peer.bytes, frame, msg)
 
     def _on_hello(self, pid: bytes, frame: Any, msg: ControlMessage) -> None:
         if self.layout and msg.layout and msg.layout != self.layout:
-            self._refuse(pid, msg, Refusal.LAYOUT, "the front end runs another experiment "
-                         f"(layout {msg.layout:016x}, decoder {self.layout:016x}); use the "
-                         "same distance, rounds, basis and noise on both sides")  # fmt: skip
+            self._refuse(
+                pid,
+                msg,
+                Refusal.LAYOUT,
+                "the front end runs another experiment "
+                f"(layout {msg.layout:016x}, decoder {self.layout:016x}); use the "
+                "same distance, rounds, basis and noise on both sides",
+            )
             return
         new = SessionInfo(
-            msg.session, pid, msg.text[:64], _prop(frame, "User-Id"), _prop(frame, "Peer-Address"),
+            msg.session,
+            pid,
+            msg.text[:64],
+            _prop(frame, "User-Id"),
+            _prop(frame, "Peer-Address"),
             time.time(),
-        )  # fmt: skip
+        )
         s = self.session
-        if s is None or (pid == s.peer and msg.session == s.session):
-            if s is None and self._bound:  # the receiver still serves the ended one
+        if s is not None and pid == s.peer and msg.session == s.session:
+            self._welcome(s)  # a repeated HELLO: our WELCOME was lost or late
+            return
+        if s is None:
+            if self._bound:  # the receiver still serves the ended one: it says so first
                 self._pending = new
             else:
                 self._open(new)
@@ -300,21 +341,32 @@ class ZmqServer:
                 self._switch()
             return
         self._refuse(
-            pid, msg, Refusal.BUSY,
+            pid,
+            msg,
+            Refusal.BUSY,
             f"busy: serving front end {s.name or s.address or '?'} (session {s.session:016x}, "
             f"since {time.strftime('%H:%M:%S', time.localtime(s.started_s))})",
-        )  # fmt: skip
+        )
 
     def _open(self, info: SessionInfo) -> None:
         self.session, self._last_heard = info, time.monotonic()
         self._counts["sessions"] += 1
         self._counts["sessions_replaced"] += bool(info.replaced)
         _log.info(
-            "session %016x opened by %s%s", info.session, info.name or info.address or "a peer",
+            "session %016x opened by %s%s",
+            info.session,
+            info.name or info.address or "a peer",
             f" (replacing {info.replaced:016x}: the front end restarted)" if info.replaced else "",
-        )  # fmt: skip
-        self._reply(info.peer, encode_control(Kind.WELCOME, session=info.session,
-                                              instance=self.instance, layout=self.layout))  # fmt: skip
+        )
+        self._welcome(info)
+
+    def _welcome(self, info: SessionInfo) -> None:
+        self._reply(
+            info.peer,
+            encode_control(
+                Kind.WELCOME, session=info.session, instance=self.instance, layout=self.layout
+            ),
+        )
 
     def _switch(self) -> None:
         pending, self._pending = self._pending, None
@@ -325,15 +377,26 @@ class ZmqServer:
         self._counts[f"refused_{code.label}"] += 1
         if self._rate_ok(peer):
             _log.warning("refused %s: %s", msg.text[:64] or "a front end", why)
-            self._reply(peer, encode_control(Kind.REFUSED, session=msg.session,
-                                             instance=self.instance, code=code, text=why))  # fmt: skip
+            self._reply(
+                peer,
+                encode_control(
+                    Kind.REFUSED, session=msg.session, instance=self.instance, code=code, text=why
+                ),
+            )
 
     def _notice(self, peer: bytes) -> None:
         """Tell a peer without a session so (rate-limited)."""
         if self._rate_ok(peer):
-            self._reply(peer, encode_control(Kind.REFUSED, session=0, instance=self.instance,
-                                             code=Refusal.NOT_IN_SESSION,
-                                             text="no session: send HELLO first"))  # fmt: skip
+            self._reply(
+                peer,
+                encode_control(
+                    Kind.REFUSED,
+                    session=0,
+                    instance=self.instance,
+                    code=Refusal.NOT_IN_SESSION,
+                    text="no session: send HELLO first",
+                ),
+            )
 
     def _reply(self, peer: bytes, body: bytes) -> None:
         try:
@@ -383,7 +446,8 @@ class ZmqServerReceiver:
                 return 0
             if waited >= self._spin_s:
                 sock.poll(max(1, math.ceil((timeout_s - waited) * 1000)), zmq.POLLIN)
-        srv._bound = srv.session.session if srv.session is not None else 0
+        if srv._bound == 0:
+            srv._bound, srv.served = srv.session.session, srv.session  # type: ignore[union-attr]
         lengths[0] = n
         k = 1
         while k < n_max and (n := srv._take(sock, out[k])) >= 0:

@@ -63,7 +63,7 @@ def test_shm_named_rings_and_geometry_check() -> None:
 
 def test_zmq_host_binds_fpga_connects_and_opens_a_session() -> None:
     target = importlib.import_module("qhil.bridge.open_test").child_host_echo  # spawn-picklable
-    spec = BridgeSpec(transport="zmq", endpoint="ipc://@qhil-open-test-%d" % os.getpid())
+    spec = BridgeSpec(transport="zmq", endpoint=f"ipc://@qhil-open-test-{os.getpid()}")
     proc = mp.get_context("spawn").Process(target=target, args=(spec,), daemon=True)
     proc.start()  # the front end retries its HELLO until the decoder side is up
     with open_bridge(spec, side="fpga") as fpga:

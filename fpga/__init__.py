@@ -33,7 +33,7 @@ from qhil.fpga._driver_relay import RelayStats, relay
 from qhil.fpga._frontend_model import FrontendModel
 from qhil.fpga._frontend_ports import FrontendParams
 from qhil.fpga._frontend_stimulus import FrontendTrace, Stimulus
-from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
+from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStats
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "Fate",
     "FrontEnd",
     "FrontEndConfig",
+    "FrontEndProgress",
     "FrontEndResult",
     "FrontEndTimeout",
     "FrontendModel",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import stim
@@ -44,7 +44,7 @@ from qhil.bridge import (
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._correction_rules import ACCEPTED, CorrectionCounters, Verdict, judge
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._ledger import Fate, FrontEndResult, PacingStats
+from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStats
 from qhil.fpga._regmap import RegisterFile
 
 __all__ = ["CycleModel"]
@@ -52,6 +52,34 @@ __all__ = ["CycleModel"]
 ProgressFn = Callable[[int, int], None]  # (shots emitted, shots resolved)
 _PROGRESS_EVERY_NS = 50_000_000
 _RX_BATCH = 256
+# Paced-mode lag histogram: bin edges 0, then 1 ns .. 2**40 ns (~18 min), 32 bins an octave.
+_LAG_EDGES_NS = np.concatenate(([0.0], np.geomspace(1.0, 2.0**40, 40 * 32 + 1)))
+
+
+class _LagHistogram:
+    """How late paced rounds left their tick, for any run length in fixed memory:
+    a log-binned histogram (bins ~2.2 % wide) and the exact maximum."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(_LAG_EDGES_NS.size + 1, dtype=np.int64)  # [k]: below edge k
+        self.max_ns = 0
+
+    def add(self, lags_ns: np.ndarray) -> None:
+        """Count int64[n] lags in ns."""
+        bins = np.searchsorted(_LAG_EDGES_NS, lags_ns, side="right")
+        self.counts += np.bincount(bins, minlength=self.counts.size)
+        self.max_ns = max(self.max_ns, int(lags_ns.max(initial=0)))
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def percentile_s(self, q: float) -> float:
+        """The ``q``-th percentile in s: the upper edge of its bin, capped at the maximum."""
+        cum = np.cumsum(self.counts)
+        k = int(np.searchsorted(cum, q / 100 * cum[-1]))
+        upper = _LAG_EDGES_NS[k] if k < _LAG_EDGES_NS.size else np.inf
+        return float(min(upper, self.max_ns)) * 1e-9
 
 
 class _Run:
@@ -61,6 +89,7 @@ class _Run:
         r1 = model.program.num_rounds
         self.fates = np.full((shots, r1), Fate.NOT_EMITTED, dtype=np.uint8)
         self.pred = np.zeros((shots, n_obs), dtype=np.bool_)
+        self.raw_obs = np.zeros((shots, n_obs), dtype=np.bool_)
         self.lat_ns = np.full(shots, -1, dtype=np.int64)
         self.lat_cyc = np.full(shots, -1, dtype=np.int64)
         self.emit_ns = np.zeros(shots, dtype=np.int64)
@@ -78,10 +107,15 @@ class _Run:
         self.last_heard_ns = 0
         self.link_closed = False
         self.aborted = ""
-        self.lags: list[int] = []
+        self.lags = _LagHistogram()
         self.first_emit = 0
         self.last_emit = 0
         self.n_emit = 0
+        self.taken = 0  # shots in the measurement chunks taken so far
+        self.ticks = 0  # the round clock's tick count
+        self.paused_ns = 0  # the round clock stood still this long (between chunks)
+        self.resolved = 0
+        self.next_progress = 0
 
 
 class CycleModel:
@@ -115,6 +149,22 @@ class CycleModel:
     def from_circuit(cls, circuit: stim.Circuit, *, config: FrontEndConfig) -> CycleModel:
         return cls(DetectorProgram.from_circuit(circuit), circuit.num_observables, config)
 
+    def progress(self) -> FrontEndProgress | None:
+        """The current (or last) run so far, for a metrics scrape from another thread;
+        None before the first run. Reads only; numbers may be one shot apart."""
+        run = getattr(self, "_live", None)
+        if run is None:
+            return None
+        counts = np.bincount(run.fates.ravel(), minlength=len(Fate))
+        decoded = run.lat_ns[run.lat_ns >= 0]
+        return FrontEndProgress(
+            rounds_by_fate={f.name.lower(): int(counts[f]) for f in Fate},
+            corrections_rejected=dict(run.counters.rejections),
+            shots_in_flight=len(run.pending),
+            rounds_backpressure=run.backpressure,
+            latency_ns=decoded.copy(),
+        )
+
     # -- clock -----------------------------------------------------------------------------
 
     def _cycles(self, t_ns: int) -> int:
@@ -124,8 +174,9 @@ class CycleModel:
 
     def run(
         self,
-        measurements: np.ndarray,
+        measurements: np.ndarray | Iterable[np.ndarray],
         *,
+        shots: int | None = None,
         tx: PacketSender,
         rx: PacketReceiver,
         on_progress: ProgressFn | None = None,
@@ -135,39 +186,99 @@ class CycleModel:
 
         Args:
             measurements: bool[shots, num_measurements], the measurement record
-                of each shot in the circuit's measurement order.
+                of each shot in the circuit's measurement order; or an iterable of
+                such arrays holding consecutive shots (e.g.
+                ``qhil.sim.sample_measurement_chunks``), taken one at a time, so
+                only one chunk's samples are held at once.
+            shots: how many shots the chunks hold in all (needed with an
+                iterable, which must hold exactly that many; an array's rows).
             tx: where syndrome packets go; rx: where correction packets come from.
             on_progress: called about every 50 ms with (shots emitted, shots resolved).
             should_stop: polled at safe points; True ends the run cleanly
                 (pending shots are reported ``aborted``).
+
+        Between chunks the model lets in-flight shots resolve, then holds its
+        round clock while it packs the next chunk, so chunking shows in neither
+        latencies nor pacing. ``raw_observables`` rows of shots in chunks an
+        aborted run never took are False.
         """
-        payloads = self.program.packed_payloads(measurements)
-        raw_obs = self.program.observables(measurements.astype(np.bool_, copy=False))
-        shots = measurements.shape[0]
+        chunks, shots = _chunks(measurements, shots)
         if rx.max_packet > self._rx_buf.shape[1]:
             self._rx_buf = np.zeros((_RX_BATCH, rx.max_packet), dtype=np.uint8)
-        cfg = self.config
         self._rx = rx
-        run = _Run(self, shots, self.num_observables)
-        self._f_num = int(cfg.fabric_clock_hz)
+        run = self._live = _Run(self, shots, self.num_observables)
+        taken = self._take(run, chunks)  # before the clock starts: start-up is not latency
+        self._f_num = int(self.config.fabric_clock_hz)
         self._t0 = time.monotonic_ns()
-        run.last_heard_ns = self._t0
+        run.last_heard_ns = run.next_progress = self._t0
         self.regs.write("CTRL", self.regs.read("CTRL") | 1)
         self.regs.set("STATUS", 1)
+        while taken is not None and not run.aborted:
+            self._stream(run, *taken, tx, on_progress, should_stop)
+            taken = None if run.aborted else self._between_chunks(run, chunks)
+        if run.taken < shots and not run.aborted:
+            raise ValueError(f"the measurement chunks held {run.taken} shots; shots={shots}")
+        self._finish(run, tx)
+        if on_progress is not None:
+            on_progress(int(np.count_nonzero(run.fates[:, -1] != Fate.NOT_EMITTED)), shots)
+        return self._result(run)
+
+    def _take(self, run: _Run, chunks: Iterator[np.ndarray]) -> tuple[int, list[np.ndarray]] | None:
+        """Take the next chunk: record its raw observables and pack its rounds for the wire.
+        Returns its first shot's index and one uint8[n, ceil(bits_per_round[t] / 8)] per
+        round, or None after the last chunk."""
+        measurements = next(chunks, None)
+        if measurements is None:
+            return None
+        payloads = self.program.packed_payloads(measurements)  # checks the shape
+        start = run.taken
+        run.taken += measurements.shape[0]
+        if run.taken > run.fates.shape[0]:
+            raise ValueError(f"the measurement chunks hold more than shots={run.fates.shape[0]}")
+        meas = measurements.astype(np.bool_, copy=False)
+        run.raw_obs[start : run.taken] = self.program.observables(meas)
+        return start, payloads
+
+    def _between_chunks(
+        self, run: _Run, chunks: Iterator[np.ndarray]
+    ) -> tuple[int, list[np.ndarray]] | None:
+        """Let in-flight shots resolve, then take the next chunk (sampling it, for a
+        generator), the round clock held meanwhile: no correction is timed and no round
+        is due across the pause."""
+        t = time.monotonic_ns()
+        while run.pending and not run.aborted:
+            run.resolved += self._poll(run, 1e-3)
+        taken = self._take(run, chunks)
+        if taken is not None:
+            run.paused_ns += time.monotonic_ns() - t
+        return taken
+
+    def _stream(
+        self,
+        run: _Run,
+        start: int,
+        payloads: list[np.ndarray],
+        tx: PacketSender,
+        on_progress: ProgressFn | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """Emit the shots of one chunk, from shot ``start`` on, round by round."""
+        cfg = self.config
         nbits = self.program.bits_per_round
         r_last = len(nbits) - 1
         period_ns = cfg.round_time_s * 1e9
         timeout_ns = int(cfg.correction_timeout_s * 1e9)
         paced = cfg.mode == "paced"
-        next_progress = self._t0
-        resolved = 0
-        g = 0  # global round index: the round clock's tick count
-        for shot in range(shots):
+        n = payloads[0].shape[0]
+        lags = np.zeros(n * (r_last + 1) if paced else 0, dtype=np.int64)  # this chunk's
+        t_base, g0 = self._t0 + run.paused_ns, run.ticks
+        g = g0  # global round index: the round clock's tick count
+        for shot in range(start, start + n):
             for r in range(r_last + 1):
                 if paced:
-                    due = self._t0 + int(g * period_ns)
+                    due = t_base + int(g * period_ns)
                     while time.monotonic_ns() < due:
-                        resolved += self._poll(run, 0.0)
+                        run.resolved += self._poll(run, 0.0)
                 flags = (FLAG_FIRST_ROUND if r == 0 else 0) | (
                     FLAG_LAST_ROUND if r == r_last else 0
                 )
@@ -183,7 +294,7 @@ class CycleModel:
                     run.last_backpressure_ns = t
                 else:
                     cyc = self._cycles(t)
-                    n = write_syndrome(
+                    n_bytes = write_syndrome(
                         slot,
                         cfg.stream_id,
                         shot,
@@ -191,10 +302,10 @@ class CycleModel:
                         run.seq,
                         cyc,
                         flags,
-                        payloads[r][shot],
+                        payloads[r][shot - start],
                         nbits[r],
                     )
-                    tx.commit(n)
+                    tx.commit(n_bytes)
                     run.fates[shot, r] = Fate.PENDING
                     run.seq += 1
                     run.emit_ns[shot], run.emit_cyc[shot], run.last_seq[shot] = t, cyc, run.seq - 1
@@ -202,29 +313,38 @@ class CycleModel:
                     run.last_emit = t
                     run.n_emit += 1
                 if paced:
-                    run.lags.append(t - due)
+                    lags[g - g0] = t - due
                 g += 1
             if run.aborted:
                 break
             if run.emit_ns[shot]:  # a shot with every round dropped awaits no correction
                 run.pending[shot] = run.emit_ns[shot] + timeout_ns
-            resolved += self._poll(run, 0.0)
+            run.resolved += self._poll(run, 0.0)
             while not paced and len(run.pending) >= cfg.max_in_flight and not run.aborted:
-                resolved += self._poll(run, 1e-3)
-            now = time.monotonic_ns()
-            if now >= next_progress:
-                next_progress = now + _PROGRESS_EVERY_NS
-                self._sync_registers(run)
-                if on_progress is not None:
-                    on_progress(shot + 1, resolved)
-                if should_stop is not None and should_stop():
-                    run.aborted = "interrupted"
+                run.resolved += self._poll(run, 1e-3)
+            self._check_in(run, shot, on_progress, should_stop)
             if run.aborted:
                 break
-        self._finish(run, tx)
+        run.ticks = g
+        run.lags.add(lags[: g - g0])
+
+    def _check_in(
+        self,
+        run: _Run,
+        shot: int,
+        on_progress: ProgressFn | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """About every 50 ms: update the registers, report progress, honour a stop request."""
+        now = time.monotonic_ns()
+        if now < run.next_progress:
+            return
+        run.next_progress = now + _PROGRESS_EVERY_NS
+        self._sync_registers(run)
         if on_progress is not None:
-            on_progress(int(np.count_nonzero(run.fates[:, -1] != Fate.NOT_EMITTED)), shots)
-        return self._result(run, raw_obs)
+            on_progress(shot + 1, run.resolved)
+        if should_stop is not None and should_stop():
+            run.aborted = "interrupted"
 
     def _wait_for_room(self, run: _Run, tx: PacketSender) -> np.ndarray | None:
         """Lockstep: wait for the decoder to take rounds; None once it is found unresponsive."""
@@ -381,24 +501,23 @@ class CycleModel:
         regs.set("ROUNDS_BACKPRESSURE", run.backpressure)
         run.counters.write_to(regs)
 
-    def _result(self, run: _Run, raw_obs: np.ndarray) -> FrontEndResult:
+    def _result(self, run: _Run) -> FrontEndResult:
         pacing = None
-        if self.config.mode == "paced" and run.lags:
-            lags = np.asarray(run.lags, dtype=np.float64) * 1e-9
-            span = (run.last_emit - run.first_emit) * 1e-9
+        if self.config.mode == "paced" and run.lags.count:
+            span = max(0, run.last_emit - run.first_emit - run.paused_ns) * 1e-9
             interval = span / (run.n_emit - 1) if run.n_emit > 1 else 0.0
             pacing = PacingStats(
                 target_interval_s=self.config.round_time_s,
                 interval_s=interval,
-                lag_p50_s=float(np.percentile(lags, 50)),
-                lag_p99_s=float(np.percentile(lags, 99)),
-                lag_max_s=float(lags.max()),
+                lag_p50_s=run.lags.percentile_s(50),
+                lag_p99_s=run.lags.percentile_s(99),
+                lag_max_s=run.lags.max_ns * 1e-9,
             )
         return FrontEndResult(
             mode=self.config.mode,
             fates=run.fates,
             predictions=run.pred,
-            raw_observables=raw_obs,
+            raw_observables=run.raw_obs,
             latency_ns=run.lat_ns,
             latency_cycles=run.lat_cyc,
             emit_ns=run.emit_ns,
@@ -412,3 +531,21 @@ class CycleModel:
             registers=self.regs.snapshot(),
             aborted=run.aborted,
         )
+
+
+def _chunks(
+    measurements: np.ndarray | Iterable[np.ndarray], shots: int | None
+) -> tuple[Iterator[np.ndarray], int]:
+    """``run``'s measurements as an iterator of chunks, and the shots they hold in all."""
+    if isinstance(measurements, np.ndarray):
+        if shots is not None and shots != measurements.shape[0]:
+            raise ValueError(
+                f"shots={shots} but measurements has {measurements.shape[0]} rows; "
+                "leave shots unset when passing one array"
+            )
+        return iter([measurements]), measurements.shape[0]
+    if shots is None:
+        raise ValueError(
+            "measurement chunks need shots=, their total (the run's ledger is sized up front)"
+        )
+    return iter(measurements), shots

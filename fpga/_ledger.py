@@ -7,7 +7,7 @@ import enum
 
 import numpy as np
 
-__all__ = ["Fate", "FrontEndResult", "PacingStats"]
+__all__ = ["Fate", "FrontEndProgress", "FrontEndResult", "PacingStats"]
 
 
 class Fate(enum.IntEnum):
@@ -29,6 +29,22 @@ class Fate(enum.IntEnum):
 
 
 LOST_FATES = tuple(f for f in Fate if f.name.startswith("LOST_"))
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEndProgress:
+    """A running front end's account so far (for metrics).
+
+    ``rounds_by_fate``: rounds per ``Fate`` name, lower case (``lost_timeout``, ...).
+    ``corrections_rejected``: rejected correction packets by ``Reason`` label.
+    ``latency_ns``: int64[n], reaction latency of each shot decoded so far (a copy).
+    """
+
+    rounds_by_fate: dict[str, int]
+    corrections_rejected: dict[str, int]
+    shots_in_flight: int
+    rounds_backpressure: int
+    latency_ns: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)

@@ -691,3 +691,109 @@ def test_pacing_stats_validation() -> None:
         PacingStats(0.0, 1e-6, 0.0, 0.0, 0.0)
     with pytest.raises(ValueError):
         PacingStats(1e-6, -1.0, 0.0, 0.0, 0.0)
+
+
+# -- measurements in chunks ----------------------------------------------------------------------
+
+
+class _CountingSender:
+    """A PacketSender that counts the rounds committed through it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.commits = inner, 0
+
+    def commit(self, length: int) -> None:
+        self.inner.commit(length)
+        self.commits += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_chunks_stream_like_one_array_and_are_taken_one_at_a_time(
+    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
+) -> None:
+    model = model_for(circuit, max_in_flight=8)
+    whole = len(measurements)
+    with rings() as (up, down):
+        tx = _CountingSender(up.sender())
+        committed_when_taken: list[int] = []
+
+        def chunks() -> Iterator[np.ndarray]:
+            for start in range(0, whole, 128):
+                committed_when_taken.append(tx.commits)
+                yield measurements[start : start + 128]
+
+        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
+        host.start()
+        res = model.run(chunks(), shots=whole, tx=tx, rx=down.receiver())
+        host.finish()
+    # Each chunk is asked for once the previous one is streamed, not before.
+    assert committed_when_taken == [0, 4 * 128, 4 * 256]
+    assert res.aborted == "" and res.decoded.all()
+    check_ledger(res)
+    dets, obs = circuit.compile_m2d_converter().convert(
+        measurements=measurements, separate_observables=True
+    )
+    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
+    np.testing.assert_array_equal(res.predictions, expected)
+    np.testing.assert_array_equal(res.raw_observables, obs)
+
+
+def test_paced_chunks_hold_the_clock_while_the_next_one_is_made(
+    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
+) -> None:
+    period, pause = 200e-6, 0.3
+
+    def slow_chunks() -> Iterator[np.ndarray]:
+        yield measurements[:40]
+        time.sleep(pause)  # sampling the next chunk takes a while
+        yield measurements[40:80]
+
+    model = model_for(circuit, mode="paced", round_time_s=period, **FAST)
+    with rings(up_slots=1024) as (up, down):
+        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
+        host.start()
+        res = model.run(slow_chunks(), shots=80, tx=up.sender(), rx=down.receiver())
+        host.finish()
+    # No correction was timed across the pause (it outlasts the correction timeout),
+    # and no round was due during it: neither latency nor pacing shows it.
+    assert res.aborted == "" and res.decoded.all()
+    check_ledger(res)
+    assert res.latency_ns.max() < pause * 1e9 / 2
+    assert res.pacing is not None
+    assert res.pacing.lag_max_s < pause / 2
+    assert period * 0.99 <= res.pacing.interval_s < period + pause / 80 / 4
+
+
+def test_chunks_must_hold_the_promised_shots(
+    circuit: stim.Circuit, measurements: np.ndarray
+) -> None:
+    model = model_for(circuit, **FAST)
+    chunks = [measurements[:5], measurements[5:10]]
+    with rings() as (up, down):
+        with pytest.raises(ValueError, match="measurement chunks need shots="):
+            model.run(iter(chunks), tx=up.sender(), rx=down.receiver())
+        with pytest.raises(ValueError, match="shots=3 but measurements has 5 rows"):
+            model.run(chunks[0], shots=3, tx=up.sender(), rx=down.receiver())
+    for shots, match in ((7, "hold more than shots=7"), (12, "held 10 shots; shots=12")):
+        with rings() as (up, down), ScriptedPeer(up, down, lambda p: [decoded(p)]):
+            with pytest.raises(ValueError, match=match):
+                model.run(iter(chunks), shots=shots, tx=up.sender(), rx=down.receiver())
+
+
+def test_lag_histogram_is_bounded_and_close() -> None:
+    from qhil.fpga._cycle_model import _LagHistogram
+
+    lags = np.random.default_rng(3).lognormal(mean=9.0, sigma=1.5, size=200_000).astype(np.int64)
+    hist = _LagHistogram()
+    for part in np.array_split(lags, 7):
+        hist.add(part)
+    size = hist.counts.nbytes
+    hist.add(np.zeros(0, np.int64))
+    assert hist.count == lags.size and hist.counts.nbytes == size < 16_384
+    assert hist.max_ns == lags.max()
+    for q in (50, 99):
+        exact = np.percentile(lags, q) * 1e-9
+        assert exact * 0.99 <= hist.percentile_s(q) <= exact * 1.03, q
+    assert hist.percentile_s(100) == lags.max() * 1e-9

@@ -31,13 +31,13 @@ def test_run_against_an_external_serve(transport: str) -> None:
         flags = ["--bridge-name", link["bridge.name"]]
     server = subprocess.Popen(
         [sys.executable, "-m", "qhil.host", "serve", "--transport", transport, *flags,
-         "--distance", "3", "--rounds", "2"],
+         "--distance", "3", "--rounds", "2", "--sessions", "1", "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert server.stdout is not None
         line = server.stdout.readline()  # the server is up once it says so
-        assert line.startswith("qhil serve:"), (
+        assert json.loads(line)["event"] in ("listening", "waiting"), (
             line + server.stderr.read() if server.stderr else line
         )
         cfg = RunConfig().with_overrides({
@@ -45,13 +45,16 @@ def test_run_against_an_external_serve(transport: str) -> None:
             "bridge.transport": transport, "decoder.spawn": False, **link,
         })  # fmt: skip
         out = run_loop(cfg, progress=False)
-        stdout, _ = server.communicate(timeout=30)  # it exits after the end of stream
+        stdout, _ = server.communicate(timeout=30)  # --sessions 1: it exits after one
     finally:
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0
-    stats = json.loads(stdout[stdout.index("{") :])
+    events = [json.loads(line) for line in stdout.splitlines()]
+    (ended,) = [e for e in events if e["event"] == "session_ended"]
+    stats = ended["stats"]
     assert stats["shots_decoded"] == 400 and stats["stopped_by"] == "end_of_stream"
+    assert events[-1]["event"] == "stopped" and events[-1]["sessions"] == 1
     assert out.report.shots_decoded == 400 and out.host is None
     offline = make_decoder("pymatching", out.circuit).decode_batch(out.shots.detectors)
     np.testing.assert_array_equal(out.result.predictions, offline)

@@ -15,6 +15,11 @@ Per stream the assembler keeps:
   timeout, or at the end of the stream. Packets for a shot that already closed
   are ``stale``.
 
+A ``shot`` more than ``2**20`` ahead of the newest one is ``stale`` and a
+``seq`` that far ahead of the next expected one is ``bad_field``, and neither
+moves the stream's state: one corrupt or hostile packet cannot make every later
+round look old (a stream's first round may start anywhere).
+
 ``seq`` and ``shot`` are u64 on the wire, but values of 2**63 or more are
 rejected as ``bad_field``: a front end at a 1 MHz round clock reaches them
 after about 290,000 years, and keeping them below 2**63 lets the tables use
@@ -63,6 +68,7 @@ _BAD_FIELD = int(Reason.BAD_FIELD)
 _STALE = int(Reason.STALE)
 
 _SEEN = 4096  # seq values remembered per stream for duplicate detection
+_MAX_AHEAD = 1 << 20  # farthest a shot or seq may jump ahead (see the module docstring)
 
 # slot_meta columns
 _FIRST_RX, _LAST_RX, _LAST_SEQ, _LAST_TFPGA, _RX_DONE = 0, 1, 2, 3, 4
@@ -114,6 +120,13 @@ def _assemble(
             continue
         if st >= n_streams:
             counters[_UNKNOWN_STREAM] += 1
+            continue
+        started = stream_state[st, _MAX_SHOT] >= 0
+        if started and seq > stream_state[st, _NEXT_SEQ] + _MAX_AHEAD:
+            counters[_BAD_FIELD] += 1
+            continue
+        if started and shot > stream_state[st, _MAX_SHOT] + _MAX_AHEAD:
+            counters[_STALE] += 1
             continue
         k = seq % _SEEN
         if seen[st, k] == seq:

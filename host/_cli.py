@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ _OVERRIDES: dict[str, tuple[str, type]] = {
     "decoder": ("decoder.name", str),
     "backend": ("decoder.backend", str),
     "bridge_name": ("bridge.name", str),
+    "keys": ("bridge.keys", str),
     "out": ("output.dir", str),
 }
 
@@ -54,6 +53,20 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None, help=f"sets {key}"
         )
+
+
+def _add_metrics_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (0: any free port)",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (default: 127.0.0.1)",
+    )
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -83,10 +96,32 @@ def _parser() -> argparse.ArgumentParser:
         help="do not spawn a decoder: a `qhil serve` is already listening",
     )
     run.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    _add_metrics_flags(run)
     serve = sub.add_parser(
-        "serve", help="run only the decoder service (e.g. for a remote front end)"
+        "serve",
+        help="run the decoder service as a daemon, one front-end session after another",
     )
     _add_config_flags(serve)
+    serve.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        help="stop after this many sessions (0: run until SIGTERM or Ctrl-C)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stdout: text (default), or JSON lines for a journal",
+    )
+    _add_metrics_flags(serve)
+    keys = sub.add_parser("keys", help="CURVE keys for authenticated tcp:// links")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser(
+        "generate", help="write a decoder key pair, a front-end key pair, and authorize it"
+    )
+    gen.add_argument("folder", type=Path, help="keys folder to create (made mode 0700)")
+    gen.add_argument("--overwrite", action="store_true", help="replace keys already there")
     sub.add_parser("info", help="report GPU, board, backends and versions found")
     train = sub.add_parser("train", help="train the pre-decoder CNN (needs the 'train' extra)")
     train.add_argument("--config", type=Path, help="TOML file with a [train] table")
@@ -104,9 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     acc.add_argument("--bases", default="z,x")
     acc.add_argument("--ps", default="0.002,0.003,0.005", help="comma-separated p values")
     acc.add_argument(
-        "--noise", default="stim-depolarizing",
+        "--noise",
+        default="stim-depolarizing",
         help="comma-separated noise models, of: stim-depolarizing, sd6, si1000",
-    )  # fmt: skip
+    )
     acc.add_argument("--model", default="default", help="packaged model name or .npz path")
     acc.add_argument("--backend", default="auto")
     acc.add_argument("--min-errors", type=int, default=100)
@@ -125,23 +161,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from qhil.host._runner import run_loop, write_outputs
 
     cfg = _config(args)
+    out_dir = Path(cfg.output.dir)
+    _check_writable(out_dir)  # before the run: its results must not be lost after it
+    if args.save:
+        _check_writable(args.save, flag="--save")
     console = Console(stderr=args.json)
     shots = cfg.experiment.shots
-    outcome = run_loop(
-        cfg,
-        progress=not args.no_progress,
-        console=console,
-        on_start=lambda: print(
-            f"qhil run: decoder ready, streaming {shots:,} shots (Ctrl-C stops cleanly)",
-            file=sys.stderr,
-            flush=True,
-        ),
-    )
-    out_dir = Path(cfg.output.dir)
+    metrics = _start_metrics(args, role="front_end", decoder=cfg.decoder.name, cfg=cfg)
+    try:
+        outcome = run_loop(
+            cfg,
+            progress=not args.no_progress,
+            console=console,
+            on_start=lambda: print(
+                f"qhil run: decoder ready, streaming {shots:,} shots (Ctrl-C stops cleanly)",
+                file=sys.stderr,
+                flush=True,
+            ),
+            metrics=metrics,
+        )
+    except FileExistsError as ex:  # the rings' name is taken by a live run
+        raise ConfigError(str(ex)) from None
+    finally:
+        if metrics is not None:
+            metrics.close()
     paths = write_outputs(outcome, out_dir)
-    if args.save:
+    if args.save:  # the shots again, a chunk at a time: the run did not keep them
         paths += save_run(
-            args.save, circuit=outcome.circuit, shots=outcome.shots, result=outcome.result
+            args.save, circuit=outcome.circuit, shots=outcome.shot_chunks(), result=outcome.result
         )
     if args.json:
         print(outcome.report.to_json(), flush=True)
@@ -155,7 +202,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from qhil.bridge._open import warm_up
+    from qhil.bridge import CurveKeys, layout_fingerprint, warm_up
+    from qhil.host._daemon import ServeSignals, serve_forever
+    from qhil.host._logs import configure_logging, log_event
     from qhil.host._runner import bridge_spec, build_circuit, service_config
     from qhil.host._service import DecoderService
 
@@ -167,43 +216,68 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "serve over shm needs --bridge-name NAME, the ring name the front end uses "
             "(qhil run --bridge-name NAME --external-decoder)"
         )
-    service = DecoderService.from_circuit(build_circuit(cfg), config=service_config(cfg))
+    keys = CurveKeys.load(b.keys).for_server() if b.keys else None
+    configure_logging(args.log_format)
+    signals = ServeSignals()
+    signals.install()  # from here SIGTERM / Ctrl-C stop cleanly, even during warm-up
+    circuit = build_circuit(cfg)
+    service = DecoderService.from_circuit(circuit, config=service_config(cfg))
     service.warm_up()
     warm_up()
-    stop = [False]
-    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
-    bridge = _wait_for_front_end(spec, stop)
-    if bridge is None:
-        return 0
-    with bridge:
-        print(
-            f"qhil serve: {service.decoder.name} on {b.transport} "
-            f"{b.endpoint or b.name}; "
-            "Ctrl-C stops",
-            flush=True,
+    exporter = _start_metrics(args, role="decoder", decoder=service.decoder.name, cfg=cfg)
+    try:
+        done = serve_forever(
+            service,
+            spec,
+            signals=signals,
+            keys=keys,
+            max_sessions=args.sessions,
+            layout=layout_fingerprint(service.program.bits_per_round, circuit.num_observables),
+            on_link=(lambda link: exporter.watch_decoder(service, link=link))
+            if exporter
+            else (lambda link: None),
+            on_session_end=exporter.session_finished if exporter else (lambda live: None),
         )
-        stats = service.serve(bridge.rx, bridge.tx, should_stop=lambda: stop[0])
-    print(json.dumps(dataclasses.asdict(stats), indent=2), flush=True)
+    finally:
+        if exporter is not None:
+            exporter.close()
+    log_event(
+        "stopped",
+        f"stopped after {len(done)} sessions, {sum(s.shots_decoded for s in done):,} shots decoded",
+        sessions=len(done),
+        shots_decoded=sum(s.shots_decoded for s in done),
+    )
     return 0
 
 
-def _wait_for_front_end(spec: Any, stop: list[bool]) -> Any:
-    """Open the host side; over shm, wait until the front end has made its rings."""
-    from qhil.bridge._open import open_bridge
+def _start_metrics(args: argparse.Namespace, *, role: str, decoder: str, cfg: RunConfig) -> Any:
+    """The Prometheus endpoint, when --metrics-port is given (None otherwise)."""
+    if args.metrics_port is None:
+        return None
+    from qhil.host._metrics import MetricsExporter
 
-    announced = False
-    while not stop[0]:
-        try:
-            return open_bridge(spec, side="host")
-        except FileNotFoundError:
-            if not announced:
-                print(
-                    f"qhil serve: waiting for a front end to create rings {spec.name!r}...",
-                    flush=True,
-                )
-                announced = True
-            time.sleep(0.2)
-    return None
+    return MetricsExporter.start(
+        port=args.metrics_port,
+        addr=args.metrics_addr,
+        role=role,
+        decoder=decoder,
+        transport=cfg.bridge.transport,
+    )
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from qhil.bridge import generate_keys
+
+    written = generate_keys(args.folder, overwrite=args.overwrite)
+    print(f"wrote {len(written)} key files into {args.folder}:")
+    for path in written:
+        print(f"  {path}")
+    print(
+        "decoder host: keep the folder (server.key_secret, authorized_clients/); "
+        "front end: copy client.key_secret and server.key, then pass --keys DIR",
+        flush=True,
+    )
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -263,16 +337,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable(folder: Path) -> None:
-    """Fail before a long run, not after it, when its outputs cannot be written."""
+def _check_writable(folder: Path, *, flag: str = "--out") -> None:
+    """Fail before a long run, not after it, when its outputs cannot be written
+    (creates ``folder``); the error names the folder, the reason and ``flag`` to fix."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".qhil-write-probe"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        reason = "a file has that name" if isinstance(exc, FileExistsError) else exc.strerror
         raise ConfigError(
-            f"cannot write into {str(folder)!r} ({exc.strerror}); pick another --out"
+            f"cannot write into {str(folder)!r} ({reason}); pick another {flag}"
         ) from None
 
 
@@ -344,10 +420,11 @@ def main(*, command_line_args: Sequence[str] | None = None) -> int:
         "info": _cmd_info,
         "bench": _cmd_bench,
         "train": _cmd_train,
+        "keys": _cmd_keys,
     }
     try:
         return commands[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError) as ex:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, OSError) as ex:
         print(f"qhil {args.command}: error: {ex}", file=sys.stderr, flush=True)
         return 2
     except RuntimeError as ex:

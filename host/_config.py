@@ -124,6 +124,8 @@ class BridgeSettings:
 
     ``name`` (shm) prefixes the ring names; empty picks a unique one. Set it when
     the decoder is a separate ``qhil serve --bridge-name NAME``.
+    ``keys`` (zmq) is a folder of CURVE keys (``qhil keys generate``); a tcp://
+    endpoint beyond loopback needs it.
     ``fault_rate`` > 0 puts a fault injector on both directions: each packet is,
     with that probability, dropped, duplicated, reordered or corrupted (one of
     ``fault_kinds``, comma-separated), reproducibly from ``fault_seed``.
@@ -134,6 +136,7 @@ class BridgeSettings:
     slot_size: int = 256
     endpoint: str = ""
     name: str = ""
+    keys: str = ""
     fault_rate: float = 0.0
     fault_kinds: str = "drop,duplicate,reorder,corrupt"
     fault_seed: int = 0
@@ -163,6 +166,11 @@ class BridgeSettings:
                 "[bridge] transport = 'zmq' needs an endpoint, "
                 "e.g. endpoint = 'tcp://127.0.0.1:5555' "
                 "or 'ipc:///tmp/qhil.sock'"
+            )
+        if self.keys and self.transport != "zmq":
+            raise ConfigError(
+                "[bridge] keys only applies to transport = 'zmq' (CURVE over tcp://); "
+                "shared-memory rings are owner-only files instead"
             )
 
 

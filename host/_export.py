@@ -4,8 +4,8 @@ Files written (formats documented in ``docs/save-format.md`` and in the
 ``README.txt`` written beside them):
 
 - ``circuit.stim``: the noisy circuit, stim's text format.
-- ``detection_events.b8``: the front end's detection events, one shot per
-  record, stim's ``b8`` format with ``num_detectors`` bits per shot.
+- ``detection_events.b8``: each shot's detection events (the ones the front
+  end streamed), stim's ``b8`` format with ``num_detectors`` bits per shot.
 - ``observable_flips.b8``: each shot's measured observables relative to their
   noiseless values (what a perfect decoder predicts), ``num_observables`` bits.
 - ``predictions.b8``: the logical-frame flips the loop applied (all zero for
@@ -20,7 +20,9 @@ Files written (formats documented in ``docs/save-format.md`` and in the
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import stim
@@ -61,31 +63,26 @@ def _fate_of_shot(row: np.ndarray) -> str:
 
 
 def save_run(
-    out_dir: Path, *, circuit: stim.Circuit, shots: ShotBatch, result: FrontEndResult
+    out_dir: Path,
+    *,
+    circuit: stim.Circuit,
+    shots: ShotBatch | Iterable[ShotBatch],
+    result: FrontEndResult,
 ) -> list[Path]:
-    """Write the files above into ``out_dir`` (created if needed); returns their paths."""
+    """Write the files above into ``out_dir`` (created if needed); returns their paths.
+
+    ``shots``: the run's shots, as one batch or as consecutive chunks (e.g.
+    ``LoopOutcome.shot_chunks()``, which holds one chunk at a time); they must
+    number one per row of ``result``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
     p = out_dir / "circuit.stim"
     circuit.to_file(p)
+    paths = [p, *_write_shot_bits(out_dir, shots, len(result.fates))]
+    p = out_dir / "predictions.b8"
+    with open(p, "wb") as f:
+        _append_b8(f, result.predictions)
     paths.append(p)
-    for name, data in (
-        ("detection_events", shots.detectors),
-        ("observable_flips", result.raw_observables),
-        ("predictions", result.predictions),
-    ):
-        p = out_dir / f"{name}.b8"
-        bits = np.asarray(data, dtype=np.bool_)
-        # b8 is a plain bit matrix: read it back with num_detectors = bits per shot.
-        stim.write_shot_data_file(
-            data=bits,
-            path=str(p),
-            format="b8",
-            num_measurements=0,
-            num_detectors=bits.shape[1],
-            num_observables=0,
-        )
-        paths.append(p)
     p = out_dir / "shots.csv"
     with open(p, "w", newline="") as f:
         w = csv.writer(f)
@@ -109,9 +106,30 @@ def save_run(
     p.write_text(
         _README.format(
             num_detectors=circuit.num_detectors,
-            shots=shots.shots,
+            shots=len(result.fates),
             num_observables=circuit.num_observables,
         )
     )
     paths.append(p)
     return paths
+
+
+def _write_shot_bits(out_dir: Path, shots: ShotBatch | Iterable[ShotBatch], n: int) -> list[Path]:
+    """detection_events.b8 and observable_flips.b8, a chunk at a time."""
+    paths = [out_dir / "detection_events.b8", out_dir / "observable_flips.b8"]
+    chunks = [shots] if isinstance(shots, ShotBatch) else shots
+    with open(paths[0], "wb") as dets, open(paths[1], "wb") as obs:
+        written = 0
+        for batch in chunks:
+            _append_b8(dets, batch.detectors)
+            _append_b8(obs, batch.observables)
+            written += batch.shots
+    if written != n:
+        raise ValueError(f"save_run got {written} shots for a run of {n}; pass the run's shots")
+    return paths
+
+
+def _append_b8(f: BinaryIO, bits: np.ndarray) -> None:
+    """stim's b8 format: each shot's bits packed little-endian into whole bytes.
+    A plain bit matrix: read it back with num_detectors = bits per shot."""
+    f.write(np.packbits(np.asarray(bits, dtype=np.bool_), axis=1, bitorder="little").tobytes())

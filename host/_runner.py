@@ -3,13 +3,20 @@
 The front end (cycle model) runs in this process; the decoder service runs in
 a spawned child, reached through the bridge. The child warms up (JIT
 compilation, a first decode) before the front end starts, so start-up never
-shows up as latency. Ctrl-C stops the front end at a safe point: pending
-shots are reported ``aborted``, the report is still written.
+shows up as latency. Ctrl-C or SIGTERM stops the front end at a safe point:
+pending shots are reported ``aborted``, the report is still written.
+
+The front end samples its shots chunk by chunk as it streams them, so a long
+run holds one chunk of samples, not all of them; its per-shot record (fates,
+predictions, latencies) is kept whole. ``LoopOutcome.shots`` samples the shots
+again from (circuit, seed) when asked, for checks and ``--save``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -23,31 +30,64 @@ from typing import Any
 import numpy as np
 import stim
 
-from qhil.bridge import PacketSender
+from qhil.bridge import (
+    BridgeSpec,
+    CurveKeys,
+    PacketReceiver,
+    PacketSender,
+    ZmqClient,
+    layout_fingerprint,
+    open_bridge,
+    warm_up,
+)
 from qhil.bridge._faults import FaultInjector, InjectedFault
-from qhil.bridge._open import BridgeSpec, open_bridge, warm_up
-from qhil.fpga import CycleModel, FrontEndConfig, FrontEndResult
+from qhil.fpga import CycleModel, DetectorProgram, FrontEndConfig, FrontEndResult
 from qhil.host._config import RunConfig
+from qhil.host._metrics import FrontEndSnapshot, MetricsExporter
 from qhil.host._report import RunReport
 from qhil.host._service import DecoderService, HostStats, ServiceConfig
-from qhil.sim import NoiseModel, ShotBatch, memory_circuit, sample_shots
+from qhil.sim import (
+    NoiseModel,
+    ShotBatch,
+    memory_circuit,
+    sample_measurement_chunks,
+    sample_shot_chunks,
+    sample_shots,
+)
 
 __all__ = ["LoopOutcome", "build_circuit", "run_loop"]
 
 _READY_TIMEOUT_S = 300.0  # first run on a machine compiles the numba kernels
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a service manager's stop
+_PARENT_GONE = (EOFError, OSError)  # the child's pipe once the parent died (BrokenPipeError...)
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopOutcome:
-    """A finished run: the report, and the raw records behind it."""
+    """A finished run: the report, and the raw records behind it.
+
+    The sampled shots are not kept (GBs for millions of shots): ``shots`` and
+    ``shot_chunks()`` sample them again from ``circuit`` and ``seed``, which
+    gives exactly the shots the front end streamed (``result`` has one row per
+    planned shot, streamed or not).
+    """
 
     report: RunReport
     result: FrontEndResult
     host: HostStats | None
     circuit: stim.Circuit
-    shots: ShotBatch
+    seed: int
     faults_up: tuple[InjectedFault, ...] = ()
     faults_down: tuple[InjectedFault, ...] = ()
+
+    def shot_chunks(self) -> Iterator[ShotBatch]:
+        """The run's shots, chunk by chunk, in shot order (memory: one chunk)."""
+        return sample_shot_chunks(self.circuit, shots=len(self.result.fates), seed=self.seed)
+
+    @functools.cached_property
+    def shots(self) -> ShotBatch:
+        """All of the run's shots in one batch, sampled on first use."""
+        return sample_shots(self.circuit, shots=len(self.result.fates), seed=self.seed)
 
 
 def build_circuit(config: RunConfig) -> stim.Circuit:
@@ -84,7 +124,25 @@ def bridge_spec(config: RunConfig) -> BridgeSpec:
         slot_size=b.slot_size,
         endpoint=b.endpoint,
         name=b.name,
+        keys_dir=b.keys,
     )
+
+
+def link_keys(config: RunConfig) -> CurveKeys | None:
+    """CURVE keys for a run's zmq link: the configured folder, else (when the run spawns
+    its own decoder) a fresh pair only the two processes hold; None over shm."""
+    b = config.bridge
+    if b.transport != "zmq":
+        return None
+    if b.keys:
+        return CurveKeys.load(b.keys)
+    return CurveKeys.ephemeral() if config.decoder.spawn else None
+
+
+def circuit_layout(circuit: stim.Circuit) -> int:
+    """The layout fingerprint both sides of a zmq link check at the handshake."""
+    program = DetectorProgram.from_circuit(circuit)
+    return layout_fingerprint(program.bits_per_round, circuit.num_observables)
 
 
 def _with_faults(tx: PacketSender, config: RunConfig, side: int) -> PacketSender:
@@ -99,63 +157,87 @@ def _service_main(
     circuit_text: str,
     config: RunConfig,
     spec: BridgeSpec,
+    keys: CurveKeys | None,
     conn: multiprocessing.connection.Connection,
 ) -> None:
-    """The decoder process: warm up, say ready, serve, send back its stats."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    """The decoder process: warm up, say ready, serve, send back its stats.
+    If the parent went away meanwhile, it ends quietly: nobody is left to tell."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)  # the parent decides when to stop
     bridge = None
     try:
-        service = DecoderService.from_circuit(
-            stim.Circuit(circuit_text), config=service_config(config)
-        )
+        circuit = stim.Circuit(circuit_text)
+        service = DecoderService.from_circuit(circuit, config=service_config(config))
         service.warm_up()
         warm_up()
-        bridge = open_bridge(spec, side="host")
+        bridge = open_bridge(spec, side="host", keys=keys, layout=circuit_layout(circuit))
         tx = _with_faults(bridge.tx, config, side=1)
-        conn.send(("ready", None))
+        _tell_parent(conn, ("ready", None))
         stats = service.serve(bridge.rx, tx, should_stop=conn.poll)
         log: tuple[InjectedFault, ...] = ()
         if isinstance(tx, FaultInjector):
             tx.flush()
             log = tuple(tx.log)
-        conn.send(("done", (stats, log)))
+        _tell_parent(conn, ("done", (stats, log)))
     except Exception:
-        conn.send(("error", traceback.format_exc()))
+        _tell_parent(conn, ("error", traceback.format_exc()))
     finally:
         if bridge is not None:
             bridge.close()
 
 
+def _tell_parent(conn: multiprocessing.connection.Connection, message: Any) -> None:
+    with contextlib.suppress(*_PARENT_GONE):  # the parent died: nobody to tell
+        conn.send(message)
+
+
+class _StopRequests:
+    """Ctrl-C and SIGTERM in the parent. Before the first round (``running`` False)
+    they interrupt at once (KeyboardInterrupt: nothing to report yet); once the front
+    end runs, the first asks for a clean stop at a safe point, a second interrupts."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.stop = False
+
+    def signalled(self) -> None:
+        if self.stop or not self.running:
+            raise KeyboardInterrupt
+        self.stop = True
+
+
 @contextmanager
-def _ctrl_c_requests_stop() -> Iterator[list[bool]]:
-    """First Ctrl-C asks for a clean stop; a second one interrupts at once."""
-    flag = [False]
+def _ctrl_c_requests_stop() -> Iterator[_StopRequests]:
+    """Handle Ctrl-C and SIGTERM with a fresh :class:`_StopRequests` while inside.
+    (benchmarks/gpu_loop.py finds the handler by this function's name.)"""
+    requests = _StopRequests()
 
     def handler(signum: int, frame: Any) -> None:
-        if flag[0]:
-            raise KeyboardInterrupt
-        flag[0] = True
+        requests.signalled()
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
     except ValueError:  # not the main thread: no signal handling there
-        yield flag
+        yield requests
         return
     try:
-        yield flag
+        yield requests
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 class _Child:
     """The spawned decoder process and its pipe."""
 
-    def __init__(self, circuit: stim.Circuit, config: RunConfig, spec: BridgeSpec) -> None:
+    def __init__(
+        self, circuit: stim.Circuit, config: RunConfig, spec: BridgeSpec, keys: CurveKeys | None
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(
             target=_service_main,
-            args=(str(circuit), config, spec, child_conn),
+            args=(str(circuit), config, spec, keys, child_conn),
             name="qhil-decoder",
             daemon=True,
         )
@@ -199,7 +281,7 @@ class _Child:
             if attempt == 0 and self.proc.is_alive():
                 self.conn.send("stop")
         if self.proc.is_alive():
-            self.proc.terminate()
+            self.proc.kill()  # it ignores SIGTERM, as it does Ctrl-C
         self.proc.join(5)
         if not self.error:
             self.error = (
@@ -208,73 +290,71 @@ class _Child:
         return None, ()
 
 
+def _link_notes(bridge: Any) -> list[str]:
+    """What the report says about the link: decoder restarts seen by the front end."""
+    link = bridge.link
+    if not isinstance(link, ZmqClient) or not link.decoder_restarts:
+        return []
+    return [
+        f"the decoder restarted {len(link.decoder_restarts)} time(s) during the run; the "
+        "front end opened a new session each time (shots in flight then are counted under "
+        "their fates)"
+    ]
+
+
 def run_loop(
     config: RunConfig,
     *,
     progress: bool = True,
     console: Any = None,
     on_start: Callable[[], None] | None = None,
+    metrics: MetricsExporter | None = None,
 ) -> LoopOutcome:
     """Run the closed loop described by ``config`` and return its outcome (nothing written).
 
-    ``on_start`` is called once the decoder is ready, just before the first round;
-    from then on Ctrl-C stops the run cleanly.
+    ``metrics``: an exporter that serves the front end's counters while it runs.
+    ``on_start`` is called once the decoder is ready, just before the first round.
+    Called from the main thread, Ctrl-C or SIGTERM raises KeyboardInterrupt before
+    then; from then on the first one stops the run cleanly.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    circuit = build_circuit(config)
-    shots = sample_shots(circuit, shots=config.experiment.shots, seed=config.experiment.seed)
-    model = CycleModel.from_circuit(circuit, config=frontend_config(config))
-    warm_up()
-    spec = bridge_spec(config)
-    bridge = open_bridge(spec, side="fpga") if spec.transport == "shm" else None
-    child = None
-    notes: list[str] = []
-    try:
-        if config.decoder.spawn:
-            child = _Child(circuit, config, bridge.spec if bridge else spec)
-            child.wait_ready()
-        if bridge is None:
-            bridge = open_bridge(spec, side="fpga")
-        tx = _with_faults(bridge.tx, config, side=0)
-        bar = Progress(
-            TextColumn("[bold]qhil run"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("shots emitted, {task.fields[resolved]:,} answered"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not progress,
-            transient=False,
-        )
-        with bar, _ctrl_c_requests_stop() as stop:
-            task = bar.add_task("run", total=config.experiment.shots, resolved=0)
-            if on_start is not None:
-                on_start()
-            result = model.run(
-                shots.measurements,
-                tx=tx,
-                rx=bridge.rx,
-                on_progress=lambda done, resolved: bar.update(
-                    task, completed=done, resolved=resolved
-                ),
-                should_stop=lambda: stop[0],
-            )
-        faults_up: tuple[InjectedFault, ...] = ()
-        if isinstance(tx, FaultInjector):
-            tx.flush()
-            faults_up = tuple(tx.log)
-        host: HostStats | None = None
-        faults_down: tuple[InjectedFault, ...] = ()
-        if child is not None:
-            host, faults_down = child.collect(wait_s=2.0 if not result.aborted else 0.5)
-            if child.error:
-                notes.append(child.error.strip().splitlines()[-1])
-    finally:
-        if bridge is not None:
-            bridge.close()
-        if child is not None and child.proc.is_alive():
-            child.proc.terminate()
+    with _ctrl_c_requests_stop() as requests:
+        circuit = build_circuit(config)
+        model = CycleModel.from_circuit(circuit, config=frontend_config(config))
+        if metrics is not None:
+            metrics.watch_front_end(lambda: FrontEndSnapshot.of_front_end(model))
+        warm_up()
+        spec = bridge_spec(config)
+        bridge = open_bridge(spec, side="fpga") if spec.transport == "shm" else None
+        keys = link_keys(config)
+        child = None
+        notes: list[str] = []
+        try:
+            if config.decoder.spawn:
+                child = _Child(circuit, config, bridge.spec if bridge else spec, keys)
+                child.wait_ready()
+            if bridge is None:
+                bridge = open_bridge(spec, side="fpga", keys=keys, layout=circuit_layout(circuit))
+            tx = _with_faults(bridge.tx, config, side=0)
+            result = _front_end(
+                model, circuit, config, tx=tx, rx=bridge.rx, requests=requests,
+                progress=progress, console=console, on_start=on_start,
+            )  # fmt: skip
+            faults_up: tuple[InjectedFault, ...] = ()
+            if isinstance(tx, FaultInjector):
+                tx.flush()
+                faults_up = tuple(tx.log)
+            host: HostStats | None = None
+            faults_down: tuple[InjectedFault, ...] = ()
+            if child is not None:
+                host, faults_down = child.collect(wait_s=2.0 if not result.aborted else 0.5)
+                if child.error:
+                    notes.append(child.error.strip().splitlines()[-1])
+            notes += _link_notes(bridge)
+        finally:
+            if bridge is not None:
+                bridge.close()
+            if child is not None and child.proc.is_alive():
+                child.proc.kill()  # it ignores SIGTERM
     if host is not None:
         host.check_balanced()
     result.check_nothing_lost_silently()
@@ -287,7 +367,49 @@ def run_loop(
         shared_clock=True,
         notes=tuple(notes),
     )
-    return LoopOutcome(report, result, host, circuit, shots, faults_up, tuple(faults_down))
+    seed = config.experiment.seed
+    return LoopOutcome(report, result, host, circuit, seed, faults_up, tuple(faults_down))
+
+
+def _front_end(
+    model: CycleModel,
+    circuit: stim.Circuit,
+    config: RunConfig,
+    *,
+    tx: PacketSender,
+    rx: PacketReceiver,
+    requests: _StopRequests,
+    progress: bool,
+    console: Any,
+    on_start: Callable[[], None] | None,
+) -> FrontEndResult:
+    """The front end's run under a progress bar, sampling its shots chunk by chunk."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    shots, seed = config.experiment.shots, config.experiment.seed
+    bar = Progress(
+        TextColumn("[bold]qhil run"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("shots emitted, {task.fields[resolved]:,} answered"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task("run", total=shots, resolved=0)
+        requests.running = True  # from here on a signal asks for a clean stop
+        if on_start is not None:
+            on_start()
+        return model.run(
+            sample_measurement_chunks(circuit, shots=shots, seed=seed),
+            shots=shots,
+            tx=tx,
+            rx=rx,
+            on_progress=lambda done, resolved: bar.update(task, completed=done, resolved=resolved),
+            should_stop=lambda: requests.stop,
+        )
 
 
 def write_outputs(outcome: LoopOutcome, out_dir: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from qhil.bridge import (
     CorrectionStatus,
     PacketReceiver,
     PacketSender,
+    SessionEnded,
     TransportClosed,
     correction_size,
     write_correction,
@@ -40,7 +41,7 @@ from qhil.host._stats import LogHistogram, Percentiles
 
 __all__ = ["DecoderService", "HostStats", "LiveRun", "ServiceConfig"]
 
-_STOP_REASONS = ("end_of_stream", "shutdown", "transport_closed")
+_STOP_REASONS = ("end_of_stream", "shutdown", "transport_closed", "session_ended")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +280,9 @@ class DecoderService:
         while True:
             try:
                 n = rx.recv_into(buf, lengths, timeout_s=2e-3)
+            except SessionEnded:  # its front end left or restarted: this state is void
+                stopped_by = "session_ended"
+                break
             except TransportClosed:
                 stopped_by = "transport_closed"
                 break

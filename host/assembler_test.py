@@ -327,6 +327,16 @@ def test_packet_for_an_occupied_slot_is_stale() -> None:
     assert asm.shot(0, 0) == 0
 
 
+def test_a_far_future_shot_or_seq_cannot_poison_the_stream() -> None:
+    asm = make()
+    feed(asm, shot_packets(0, 0))
+    feed(asm, [pkt(2**40, 0, 3), pkt(1, 0, 2**40)])  # one CRC-valid hostile packet each
+    assert len(feed(asm, shot_packets(1, 3))) == 1, "later rounds are still taken"
+    c = nonzero(asm)
+    assert c["stale"] == 1 and c["bad_field"] == 1 and "seq_gap" not in c
+    assert c["rounds_accepted"] == 6 and balanced(asm)
+
+
 def test_window_expiry() -> None:
     asm = make(window=4, timeout_s=10.0)
     feed(asm, [pkt(0, 0, 0), pkt(1, 0, 1)])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,76 @@ def test_train_writes_model_curves_and_resumes(
     assert not out.with_suffix(".ckpt.pt").exists()  # removed once the model is written
     assert main(command_line_args=["train", "--config", str(config), "--out", "m.txt"]) == 2
     assert "--out must name a .npz model file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--save"])
+def test_unwritable_output_paths_fail_before_the_run(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = blocker / "results"  # its parent is a regular file
+    args = ["run", "--distance", "3", "--rounds", "1", "--shots", "10", "--no-progress"]
+    args += ["--out", str(bad if flag == "--out" else tmp_path / "out")]
+    if flag == "--save":
+        args += ["--save", str(bad)]
+    assert main(command_line_args=args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "decoder ready" not in err, err
+    assert f"cannot write into {str(bad)!r} (Not a directory); pick another {flag}" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_folder_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    args = ["run", "--shots", "10", "--no-progress", "--out", str(locked / "out")]
+    assert main(command_line_args=args) == 2
+    assert "(Permission denied); pick another --out" in capsys.readouterr().err
+
+
+def test_a_ring_name_in_use_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qhil.bridge import ShmRing
+
+    name = f"qhil-cli-{os.getpid()}"
+    with ShmRing.create(n_slots=2, slot_size=64, name=f"{name}-up"):
+        args = ["run", "--distance", "3", "--rounds", "1", "--shots", "10", "--no-progress"]
+        args += ["--bridge-name", name, "--out", str(tmp_path)]
+        assert main(command_line_args=args) == 2
+    err = capsys.readouterr().err
+    assert f"process {os.getpid()}, which created it, still runs" in err
+    assert "Traceback" not in err
+
+
+def test_save_run_takes_the_shots_in_chunks(tmp_path: Path) -> None:
+    from qhil.host import RunConfig, run_loop, save_run
+    from qhil.sim import ShotBatch
+
+    cfg = RunConfig().with_overrides(
+        {"experiment.distance": 3, "experiment.rounds": 1, "experiment.shots": 100}
+    )
+    out = run_loop(cfg, progress=False)
+    whole = out.shots
+    assert np.array_equal(whole.observables, out.result.raw_observables)  # what was streamed
+    parts = [
+        ShotBatch(
+            **{
+                k: getattr(whole, k)[i : i + 30]
+                for k in ("measurements", "detectors", "observables")
+            }
+        )
+        for i in range(0, 100, 30)
+    ]
+    a = save_run(tmp_path / "a", circuit=out.circuit, shots=whole, result=out.result)
+    b = save_run(tmp_path / "b", circuit=out.circuit, shots=iter(parts), result=out.result)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    dets = stim.read_shot_data_file(
+        path=str(a[1]), format="b8", num_detectors=out.circuit.num_detectors
+    )
+    assert np.array_equal(dets, whole.detectors)
+    with pytest.raises(ValueError, match="got 90 shots for a run of 100"):
+        save_run(tmp_path / "c", circuit=out.circuit, shots=parts[:3], result=out.result)

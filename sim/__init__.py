@@ -12,10 +12,17 @@ from __future__ import annotations
 from ._circuits import BASES, memory_circuit
 from ._layout import X_KIND, Z_KIND, DetectorLayout
 from ._noise import NOISE_MODELS, NoiseModel
-from ._sampling import ShotBatch, sample_shots
+from ._sampling import (
+    CHUNK_SHOTS,
+    ShotBatch,
+    sample_measurement_chunks,
+    sample_shot_chunks,
+    sample_shots,
+)
 
 __all__ = [
     "BASES",
+    "CHUNK_SHOTS",
     "NOISE_MODELS",
     "X_KIND",
     "Z_KIND",
@@ -23,5 +30,7 @@ __all__ = [
     "NoiseModel",
     "ShotBatch",
     "memory_circuit",
+    "sample_measurement_chunks",
+    "sample_shot_chunks",
     "sample_shots",
 ]

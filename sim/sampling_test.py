@@ -5,6 +5,7 @@ import pytest
 import stim
 
 from qhil.sim import NoiseModel, ShotBatch, memory_circuit, sample_shots
+from qhil.sim._sampling import sample_measurement_chunks, sample_shot_chunks
 
 
 def _circuit() -> stim.Circuit:
@@ -68,3 +69,33 @@ def test_shot_batch_validates() -> None:
     batch = ShotBatch(measurements=ok, detectors=ok, observables=ok)
     assert ok.flags.writeable  # the caller's array is copied, not frozen under them
     assert not batch.measurements.flags.writeable
+
+
+def test_chunks_concatenate_to_sample_shots() -> None:
+    circuit = _circuit()
+    whole = sample_shots(circuit, shots=70_000, seed=5)  # more than one default chunk
+    chunks = list(sample_shot_chunks(circuit, shots=70_000, seed=5))
+    assert [c.shots for c in chunks] == [65_536, 70_000 - 65_536]
+    for name in ("measurements", "detectors", "observables"):
+        joined = np.concatenate([getattr(c, name) for c in chunks])
+        assert np.array_equal(joined, getattr(whole, name)), name
+    measured = np.concatenate(list(sample_measurement_chunks(circuit, shots=70_000, seed=5)))
+    assert np.array_equal(measured, whole.measurements)
+    assert not whole.measurements.flags.writeable
+
+
+def test_chunks_are_deterministic() -> None:
+    circuit = _circuit()
+    a = [c.measurements for c in sample_shot_chunks(circuit, shots=10, seed=3, chunk=4)]
+    b = [c.measurements for c in sample_shot_chunks(circuit, shots=10, seed=3, chunk=4)]
+    assert [len(m) for m in a] == [4, 4, 2]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    # Up to a chunk's worth, shots come from one stim call: the same as before chunking.
+    one = next(sample_measurement_chunks(circuit, shots=7, seed=3))
+    assert np.array_equal(one, circuit.compile_sampler(seed=3).sample(7))
+
+
+@pytest.mark.parametrize("chunk", [0, 2.0, True])
+def test_bad_chunk_is_refused_at_the_call(chunk: object) -> None:
+    with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+        sample_shot_chunks(_circuit(), shots=1, seed=1, chunk=chunk)  # type: ignore[arg-type]
