@@ -352,6 +352,8 @@ class ZmqServer:
         self.session, self._last_heard = info, time.monotonic()
         self._counts["sessions"] += 1
         self._counts["sessions_replaced"] += bool(info.replaced)
+        if not self._rate_ok(b"opened:" + info.peer):  # a HELLO flood must not flood the log
+            return self._welcome(info)
         _log.info(
             "session %016x opened by %s%s",
             info.session,

@@ -97,6 +97,11 @@ class _Run:
         self.last_seq = np.zeros(shots, dtype=np.int64)
         self.host_rx = np.zeros(shots, dtype=np.int64)
         self.host_tx = np.zeros(shots, dtype=np.int64)
+        # Touch every page now: the ledger's memory is taken (or refused) at the start,
+        # and resident memory stays flat while the run streams.
+        for ledger in (self.pred, self.raw_obs, self.emit_ns, self.emit_cyc, self.last_seq,
+                       self.host_rx, self.host_tx):  # fmt: skip
+            ledger.fill(0)
         self.pending: collections.OrderedDict[int, int] = (
             collections.OrderedDict()
         )  # shot -> deadline

@@ -34,10 +34,26 @@ def _send_all(sock: zmq.Socket, seed: int) -> None:  # type: ignore[type-arg]
 def test_serve_survives_hostile_peers_and_still_decodes_exactly() -> None:
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "qhil.host", "serve", "--transport", "zmq", "--endpoint",
-         endpoint, "--distance", "3", "--rounds", "2", "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "qhil.host",
+            "serve",
+            "--transport",
+            "zmq",
+            "--endpoint",
+            endpoint,
+            "--distance",
+            "3",
+            "--rounds",
+            "2",
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ctx = zmq.Context()
     try:
         assert server.stdout is not None
@@ -46,12 +62,20 @@ def test_serve_survives_hostile_peers_and_still_decodes_exactly() -> None:
         outsider.setsockopt(zmq.SNDHWM, 0)  # queue everything: nothing dropped before the server
         outsider.connect(endpoint)
         _send_all(outsider, seed=1)
-        with ZmqClient.connect(endpoint, name="insider") as insider:
+        # Valid HELLOs among the outsider's messages open sessions too (it is unauthenticated
+        # loopback); the insider takes over once that peer has gone idle.
+        with ZmqClient.connect(endpoint, name="insider", hello_timeout_s=120) as insider:
             _send_all(insider._live_socket(), seed=2)  # raw frames inside its own session
-        cfg = RunConfig().with_overrides({
-            "experiment.distance": 3, "experiment.rounds": 2, "experiment.shots": 400,
-            "bridge.transport": "zmq", "bridge.endpoint": endpoint, "decoder.spawn": False,
-        })  # fmt: skip
+        cfg = RunConfig().with_overrides(
+            {
+                "experiment.distance": 3,
+                "experiment.rounds": 2,
+                "experiment.shots": 400,
+                "bridge.transport": "zmq",
+                "bridge.endpoint": endpoint,
+                "decoder.spawn": False,
+            }
+        )
         out = run_loop(cfg, progress=False)
         assert server.poll() is None, "the server must still be running"
         server.send_signal(signal.SIGTERM)
@@ -77,7 +101,17 @@ def test_serve_survives_hostile_peers_and_still_decodes_exactly() -> None:
     assert link["not_in_session"] > 0 and link["bad_frames"] > 0 and link["oversized"] > 0
     for s in sessions:  # every packet handed to the assembler is counted there exactly once
         c = s["stats"]["counts"]
-        rejected = sum(v for k, v in c.items() if k not in (
-            "packets", "rounds_accepted", "end_of_stream", "reordered", "packets_missing",
-            "seq_gap"))  # fmt: skip
+        rejected = sum(
+            v
+            for k, v in c.items()
+            if k
+            not in (
+                "packets",
+                "rounds_accepted",
+                "end_of_stream",
+                "reordered",
+                "packets_missing",
+                "seq_gap",
+            )
+        )
         assert c["packets"] == c["rounds_accepted"] + c["end_of_stream"] + rejected
