@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from qhil.bridge import ZmqClient
-from qhil.bridge._hostile import hostile_messages
+from qhil.bridge import ZmqClient, hostile_messages
 from qhil.host import RunConfig, machine_description, make_decoder, run_loop
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"

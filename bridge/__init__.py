@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from qhil.bridge._control import Refusal, layout_fingerprint
 from qhil.bridge._curve import CurveKeys, generate_keys
+from qhil.bridge._hostile import HOSTILE_KINDS, hostile_messages
 from qhil.bridge._open import Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
 from qhil.bridge._ring import ShmRing
@@ -45,6 +46,7 @@ __all__ = [
     "FLAG_END_OF_STREAM",
     "FLAG_FIRST_ROUND",
     "FLAG_LAST_ROUND",
+    "HOSTILE_KINDS",
     "SYNDROME_HEADER_SIZE",
     "WIRE_VERSION",
     "Bridge",
@@ -66,6 +68,7 @@ __all__ = [
     "ZmqServer",
     "correction_size",
     "generate_keys",
+    "hostile_messages",
     "is_loopback",
     "layout_fingerprint",
     "open_bridge",

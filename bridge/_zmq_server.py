@@ -72,6 +72,7 @@ __all__ = ["SessionInfo", "ZmqServer"]
 
 _log = logging.getLogger("qhil.bridge")
 _NOTICE_EVERY_S = 1.0
+_REOPEN_MIN_S = 1.0  # least time between sessions of one front end
 _PEERS_REMEMBERED = 1024  # bounded: a flood of new peers cannot grow this
 _COUNTERS = (
     "packets",
@@ -335,6 +336,10 @@ class ZmqServer:
                 self._open(new)
             return
         same_front_end = pid == s.peer or (new.client_key and new.client_key == s.client_key)
+        if same_front_end and time.time() - s.started_s < _REOPEN_MIN_S:
+            # A real restart takes far longer; a HELLO flood must not churn sessions.
+            self._refuse(pid, msg, Refusal.BAD_HELLO, "session re-opened too soon; wait 1 s")
+            return
         if same_front_end or time.monotonic() - self._last_heard > self.idle_s:
             self._pending = dataclasses.replace(new, replaced=s.session)
             if self._bound != s.session:  # nobody is serving the old one: switch now

@@ -13,8 +13,7 @@ import sys
 import numpy as np
 import zmq
 
-from qhil.bridge import ZmqClient
-from qhil.bridge._hostile import hostile_messages
+from qhil.bridge import ZmqClient, hostile_messages
 from qhil.host import RunConfig, make_decoder, run_loop
 
 HOSTILE = 50_000  # per peer

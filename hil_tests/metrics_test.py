@@ -15,8 +15,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from qhil.host import RunConfig, run_loop
-from qhil.host._metrics import MetricsExporter
+from qhil.host import MetricsExporter, RunConfig, run_loop
 
 
 def _free_port() -> int:

@@ -5,7 +5,9 @@
   ``StreamingDecoder`` the one for decoders fed round by round.
 - ``run_loop``: the closed loop on one machine (front end here, decoder in a
   spawned process); ``RunConfig``: its TOML/CLI configuration.
-- ``RunReport``: the measured outcome; ``main``: the ``qhil`` command.
+- ``RunReport``: the measured outcome; ``main``: the ``qhil`` command (``qhil serve``
+  is the decoder daemon: sessions, CURVE keys, JSON-lines logs).
+- ``MetricsExporter``: Prometheus metrics of a decoder or a front end.
 - ``run_accuracy`` / ``summarize`` / ``write_summary``: the accuracy sweep of
   PyMatching, correlated PyMatching and the pre-decoder pipelines
   (``qhil bench accuracy``), as sinter-format CSV and a report.
@@ -27,6 +29,7 @@ from qhil.host._decoders import (
     register_decoder,
 )
 from qhil.host._export import save_run
+from qhil.host._metrics import METRIC_NAMES, FrontEndSnapshot, MetricsExporter
 from qhil.host._report import RunReport, machine_description
 from qhil.host._runner import LoopOutcome, build_circuit, run_loop, write_outputs
 from qhil.host._service import DecoderService, HostStats, ServiceConfig
@@ -35,12 +38,15 @@ from qhil.host._stats import Percentiles, wilson_interval
 __all__ = [
     "ACCURACY_DECODERS",
     "DECODERS",
+    "METRIC_NAMES",
     "AccuracyTask",
     "ConfigError",
     "Decoder",
     "DecoderService",
+    "FrontEndSnapshot",
     "HostStats",
     "LoopOutcome",
+    "MetricsExporter",
     "Percentiles",
     "PyMatchingDecoder",
     "RunConfig",
