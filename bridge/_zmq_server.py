@@ -295,8 +295,13 @@ class ZmqServer:
         except ControlError:
             msg = None
         s = self.session
-        bye = msg is not None and msg.kind == Kind.BYE
-        if bye and s is not None and peer.bytes == s.peer and msg.session == s.session:
+        if (
+            msg is not None
+            and msg.kind == Kind.BYE
+            and s is not None
+            and peer.bytes == s.peer
+            and msg.session == s.session
+        ):
             self._counts["control"] += 1
             _log.info("session %016x of %s ended (BYE)", s.session, s.name or "a front end")
             self.session = None

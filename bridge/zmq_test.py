@@ -38,7 +38,8 @@ class Pump:
     what it receives, with SessionEnded marked as None."""
 
     def __init__(self, server: ZmqServer) -> None:
-        self.server, self.got, self._stop = server, [], False
+        self.server, self._stop = server, False
+        self.got: list[bytes | None] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
