@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +29,7 @@ import numpy as np
 import zmq
 
 from qhil.bridge import ZmqClient, hostile_messages
-from qhil.host import RunConfig, machine_description, make_decoder, run_loop
+from qhil.host import RunConfig, machine_description, make_decoder, run_loop, serve_process
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 _DROPS = ("not_in_session", "bad_frames", "oversized", "bad_control")
@@ -52,69 +49,35 @@ def _send(sock: Any, *, seed: int, count: int, batch: int = 50_000) -> None:
 
 
 def fuzz(count: int) -> dict[str, Any]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qhil.host",
-            "serve",
-            "--transport",
-            "zmq",
-            "--endpoint",
-            endpoint,
-            "--distance",
-            "3",
-            "--rounds",
-            "2",
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     ctx = zmq.Context()
     try:
-        assert server.stdout is not None
-        if json.loads(server.stdout.readline())["event"] != "listening":
-            raise RuntimeError("qhil serve did not start")
-        rss_before = _rss_mb(server.pid)
-        t0 = time.monotonic()
-        outsider = ctx.socket(zmq.DEALER)
-        outsider.setsockopt(zmq.SNDHWM, 0)
-        outsider.connect(endpoint)
-        _send(outsider, seed=10, count=count // 2)
-        with ZmqClient.connect(endpoint, name="insider", hello_timeout_s=600) as insider:
-            _send(insider._live_socket(), seed=20, count=count - count // 2)
-        cfg = RunConfig().with_overrides(
-            {
-                "experiment.distance": 3,
-                "experiment.rounds": 2,
-                "experiment.shots": 2000,
-                "bridge.transport": "zmq",
-                "bridge.endpoint": endpoint,
-                "decoder.spawn": False,
-            }
-        )
-        out = run_loop(cfg, progress=False)
-        wall = time.monotonic() - t0
-        rss_after = _rss_mb(server.pid)
-        alive = server.poll() is None
-        server.send_signal(signal.SIGTERM)
-        stdout, stderr = server.communicate(timeout=120)
+        with serve_process() as server:
+            endpoint, pid = server.endpoint, server.proc.pid
+            rss_before = _rss_mb(pid)
+            t0 = time.monotonic()
+            outsider = ctx.socket(zmq.DEALER)
+            outsider.setsockopt(zmq.SNDHWM, 0)
+            outsider.connect(endpoint)
+            _send(outsider, seed=10, count=count // 2)
+            with ZmqClient.connect(endpoint, name="insider", hello_timeout_s=600) as insider:
+                _send(insider._live_socket(), seed=20, count=count - count // 2)
+            cfg = RunConfig().with_overrides({
+                "experiment.distance": 3, "experiment.rounds": 2, "experiment.shots": 2000,
+                "bridge.transport": "zmq", "bridge.endpoint": endpoint, "decoder.spawn": False,
+            })  # fmt: skip
+            out = run_loop(cfg, progress=False)
+            wall = time.monotonic() - t0
+            rss_after = _rss_mb(pid)
+            alive = server.proc.poll() is None
+            code, events, stderr = server.stop(timeout_s=120)
     finally:
-        if server.poll() is None:
-            server.kill()
         ctx.destroy(linger=0)
     offline = make_decoder("pymatching", out.circuit).decode_batch(out.shots.detectors)
     exact = bool(np.array_equal(out.result.predictions, offline))
-    sessions = [json.loads(x) for x in stdout.splitlines() if '"session_ended"' in x]
+    sessions = [e for e in events if e["event"] == "session_ended"]
     link = sessions[-1]["link"]
     balanced = link["packets"] == link["data"] + link["control"] + sum(link[k] for k in _DROPS)
-    if not (alive and exact and balanced and server.returncode == 0):
+    if not (alive and exact and balanced and code == 0):
         raise AssertionError(f"alive={alive} exact={exact} balanced={balanced} {stderr[-800:]}")
     return {
         "machine": machine_description(),

@@ -4,25 +4,13 @@ front end's shots exactly as offline PyMatching does; every message is accounted
 
 from __future__ import annotations
 
-import json
-import signal
-import socket
-import subprocess
-import sys
-
 import numpy as np
 import zmq
 
 from qhil.bridge import ZmqClient, hostile_messages
-from qhil.host import RunConfig, make_decoder, run_loop
+from qhil.host import RunConfig, make_decoder, run_loop, serve_process
 
 HOSTILE = 50_000  # per peer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _send_all(sock: zmq.Socket, seed: int) -> None:  # type: ignore[type-arg]
@@ -31,65 +19,33 @@ def _send_all(sock: zmq.Socket, seed: int) -> None:  # type: ignore[type-arg]
 
 
 def test_serve_survives_hostile_peers_and_still_decodes_exactly() -> None:
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qhil.host",
-            "serve",
-            "--transport",
-            "zmq",
-            "--endpoint",
-            endpoint,
-            "--distance",
-            "3",
-            "--rounds",
-            "2",
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     ctx = zmq.Context()
     try:
-        assert server.stdout is not None
-        assert json.loads(server.stdout.readline())["event"] == "listening"
-        outsider = ctx.socket(zmq.DEALER)
-        outsider.setsockopt(zmq.SNDHWM, 0)  # queue everything: nothing dropped before the server
-        outsider.connect(endpoint)
-        _send_all(outsider, seed=1)
-        # Valid HELLOs among the outsider's messages open sessions too (it is unauthenticated
-        # loopback); the insider takes over once that peer has gone idle.
-        with ZmqClient.connect(endpoint, name="insider", hello_timeout_s=120) as insider:
-            _send_all(insider._live_socket(), seed=2)  # raw frames inside its own session
-        cfg = RunConfig().with_overrides(
-            {
-                "experiment.distance": 3,
-                "experiment.rounds": 2,
-                "experiment.shots": 400,
-                "bridge.transport": "zmq",
-                "bridge.endpoint": endpoint,
-                "decoder.spawn": False,
-            }
-        )
-        out = run_loop(cfg, progress=False)
-        assert server.poll() is None, "the server must still be running"
-        server.send_signal(signal.SIGTERM)
-        stdout, stderr = server.communicate(timeout=60)
+        with serve_process() as server:
+            endpoint = server.endpoint
+            outsider = ctx.socket(zmq.DEALER)
+            outsider.setsockopt(zmq.SNDHWM, 0)  # queue all: nothing dropped before the server
+            outsider.connect(endpoint)
+            _send_all(outsider, seed=1)
+            # Valid HELLOs among the outsider's messages open sessions too (it is
+            # unauthenticated loopback); the insider takes over once that peer is idle.
+            with ZmqClient.connect(endpoint, name="insider", hello_timeout_s=120) as insider:
+                _send_all(insider._live_socket(), seed=2)  # raw frames inside its session
+            cfg = RunConfig().with_overrides({
+                "experiment.distance": 3, "experiment.rounds": 2, "experiment.shots": 400,
+                "bridge.transport": "zmq", "bridge.endpoint": endpoint, "decoder.spawn": False,
+            })  # fmt: skip
+            out = run_loop(cfg, progress=False)
+            assert server.proc.poll() is None, "the server must still be running"
+            code, events, stderr = server.stop()
     finally:
-        if server.poll() is None:
-            server.kill()
         ctx.destroy(linger=0)
-    assert server.returncode == 0, stderr
+    assert code == 0, stderr
     assert "Traceback" not in stderr
     assert out.report.shots_decoded == 400 and sum(out.report.rounds_lost.values()) == 0
     offline = make_decoder("pymatching", out.circuit).decode_batch(out.shots.detectors)
     np.testing.assert_array_equal(out.result.predictions, offline)
 
-    events = [json.loads(line) for line in stdout.splitlines()]
     sessions = [e for e in events if e["event"] == "session_ended"]
     assert sessions[-1]["stats"]["shots_decoded"] == 400
     link = sessions[-1]["link"]  # cumulative over the server's life

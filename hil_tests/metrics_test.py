@@ -4,24 +4,13 @@ the run's report."""
 
 from __future__ import annotations
 
-import json
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from qhil.host import MetricsExporter, RunConfig, run_loop
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from qhil.host import MetricsExporter, RunConfig, free_tcp_endpoint, run_loop, serve_process
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -34,36 +23,11 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_scraped_counters_grow_during_the_run_and_match_the_report() -> None:
-    endpoint, decoder_port = f"tcp://127.0.0.1:{_free_port()}", _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qhil.host",
-            "serve",
-            "--transport",
-            "zmq",
-            "--endpoint",
-            endpoint,
-            "--distance",
-            "3",
-            "--rounds",
-            "2",
-            "--log-format",
-            "json",
-            "--metrics-port",
-            str(decoder_port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    decoder_port = int(free_tcp_endpoint().rsplit(":", 1)[1])
     decoded_key = ("qhil_rounds_total", (("fate", "decoded"),))
     seen: list[float] = []
     done = threading.Event()
-    try:
-        assert server.stdout is not None
-        assert json.loads(server.stdout.readline())["event"] == "listening"
+    with serve_process("--metrics-port", str(decoder_port)) as server:
         with MetricsExporter.start(
             port=0, role="front_end", decoder="pymatching", transport="zmq"
         ) as front_end:
@@ -75,26 +39,20 @@ def test_scraped_counters_grow_during_the_run_and_match_the_report() -> None:
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            cfg = RunConfig().with_overrides(
-                {
-                    "experiment.distance": 3,
-                    "experiment.rounds": 2,
-                    "experiment.shots": 4000,
-                    "bridge.transport": "zmq",
-                    "bridge.endpoint": endpoint,
-                    "decoder.spawn": False,
-                }
-            )
-            out = run_loop(cfg, progress=False, metrics=front_end)
-            done.set()
-            watcher.join(5)
+            cfg = RunConfig().with_overrides({
+                "experiment.distance": 3, "experiment.rounds": 2, "experiment.shots": 4000,
+                "bridge.transport": "zmq", "bridge.endpoint": server.endpoint,
+                "decoder.spawn": False,
+            })  # fmt: skip
+            try:
+                out = run_loop(cfg, progress=False, metrics=front_end)
+            finally:
+                done.set()
+                watcher.join(5)
             fe = scrape(front_end.port)
         time.sleep(0.3)  # the daemon closes the session's books
         dec = scrape(decoder_port)
-    finally:
-        done.set()
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
+        server.stop()
     report = out.report
     assert seen == sorted(seen) and len(seen) >= 3, "front-end counters only grow"
     assert fe[decoded_key] == report.rounds_decoded == 4000 * 3

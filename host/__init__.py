@@ -32,6 +32,7 @@ from qhil.host._export import save_run
 from qhil.host._metrics import METRIC_NAMES, FrontEndSnapshot, MetricsExporter
 from qhil.host._report import RunReport, machine_description
 from qhil.host._runner import LoopOutcome, build_circuit, run_loop, write_outputs
+from qhil.host._serve_process import ServeProcess, free_tcp_endpoint, serve_process
 from qhil.host._service import DecoderService, HostStats, ServiceConfig
 from qhil.host._stats import Percentiles, wilson_interval
 
@@ -51,10 +52,12 @@ __all__ = [
     "PyMatchingDecoder",
     "RunConfig",
     "RunReport",
+    "ServeProcess",
     "ServiceConfig",
     "ShotAssembler",
     "StreamingDecoder",
     "build_circuit",
+    "free_tcp_endpoint",
     "machine_description",
     "main",
     "make_decoder",
@@ -62,6 +65,7 @@ __all__ = [
     "run_accuracy",
     "run_loop",
     "save_run",
+    "serve_process",
     "summarize",
     "wilson_interval",
     "write_outputs",
