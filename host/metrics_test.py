@@ -24,7 +24,7 @@ from qhil.bridge import (
     ShmRing,
     SyndromePacket,
 )
-from qhil.bridge._open import warm_up as warm_up_bridge
+from qhil.bridge import warm_up as warm_up_bridge
 from qhil.fpga import DetectorProgram
 from qhil.host import ConfigError, DecoderService, HostStats, ServiceConfig
 from qhil.host._metrics import (
