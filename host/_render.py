@@ -1,8 +1,9 @@
-"""Showing a run to a person: the summary table and the latency histogram."""
+"""Showing a run to a person: the summary table, the latency histogram and timeline."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -11,7 +12,11 @@ from rich.table import Table
 from qhil.host._report import RunReport
 from qhil.host._stats import Percentiles
 
-__all__ = ["print_summary", "write_histogram"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["print_summary", "write_histogram", "write_timeline"]
 
 
 def _pct(p: Percentiles, unit: str, digits: int = 1) -> str:
@@ -96,47 +101,196 @@ def print_summary(report: RunReport, *, console: Console | None = None) -> None:
     console.print(t)
 
 
-def write_histogram(latency_ns: np.ndarray, report: RunReport, path: Path) -> Path:
-    """Write the reaction-latency histogram (log-scaled counts) as a PNG."""
-    import matplotlib
+# Log axes cannot show 0; a latency under the clock's 1 ns resolution is drawn at 1 ns.
+_FLOOR_US = 1e-3
+_BLUE, _RED = "#3b6ea5", "#c0392b"
 
-    matplotlib.use("Agg")
+
+def _fmt_us(v: float) -> str:
+    return f"{v / 1e3:.2f} ms" if v >= 1e3 else f"{v:.1f} us"
+
+
+def _positive_us(latency_ns: np.ndarray) -> tuple[np.ndarray, int]:
+    """Latencies in us, raised to the log-axis floor; and how many were raised."""
+    lat_us = np.asarray(latency_ns, dtype=np.float64) * 1e-3
+    low = lat_us < _FLOOR_US
+    return np.where(low, _FLOOR_US, lat_us), int(np.count_nonzero(low))
+
+
+def _floor_note(floored: int) -> list[str]:
+    return [f"{floored:,} shot(s) under 1 ns drawn at 1 ns"] if floored else []
+
+
+def _log_bins(lo: float, hi: float, per_decade: int = 25) -> np.ndarray:
+    """Log-spaced bin edges from exactly lo to exactly hi, so no sample falls outside."""
+    if hi <= lo:
+        lo, hi = lo / 1.05, hi * 1.05
+    n = int(np.clip(np.ceil(np.log10(hi / lo) * per_decade), 20, 200))
+    edges = np.geomspace(lo, hi, n + 1)
+    edges[0], edges[-1] = lo, hi
+    return edges
+
+
+def _log_axis(axis: str, ax: Axes, lo: float, hi: float) -> None:
+    """Log scale labelled in plain numbers; 1-2-5 ticks when the span is short."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{axis}lim")(lo, hi)
+    getattr(ax, f"set_{axis}scale")("log")
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(LogLocator(subs=(1.0,) if hi / lo > 1e3 else (1.0, 2.0, 5.0)))
+    a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    lat_us = np.asarray(latency_ns, dtype=np.float64) * 1e-3
-    if lat_us.size:
-        hi = max(float(np.percentile(lat_us, 99.9)) * 1.5, report.budget_us * 1.2)
-        ax.hist(np.clip(lat_us, 0, hi), bins=120, range=(0, hi), color="#3b6ea5")
-        ax.set_yscale("log")
-        p = report.latency_us
-        for value, label, style in (
-            (p.p50, "p50", "-"),
-            (p.p99, "p99", "--"),
-            (p.p999, "p99.9", ":"),
-        ):
-            ax.axvline(
-                value, color="black", linestyle=style, linewidth=1, label=f"{label} {value:.1f} us"
-            )
-    else:
-        ax.text(
-            0.5, 0.5, "no corrections arrived", ha="center", va="center", transform=ax.transAxes
-        )
-    ax.axvline(
-        report.budget_us, color="#c0392b", linewidth=1.5, label=f"budget {report.budget_us:g} us"
-    )
-    ax.set_xlabel("reaction latency (us): last round emitted -> correction received")
-    ax.set_ylabel("shots")
-    ax.set_title(
-        f"{report.decoder}, {report.transport} bridge, {report.mode}; "
-        f"{report.shots_decoded:,} shots",
-        fontsize=9,
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _subplots(width: float) -> tuple[Figure, Axes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, 4), dpi=120)
+
+
+def _title(ax: Axes, report: RunReport, what: str, notes: list[str]) -> None:
+    head = (
+        f"{what}: {report.decoder}, {report.transport} bridge, {report.mode}; "
+        f"{report.shots_decoded:,} shots decoded"
+    )
+    ax.set_title("\n".join([head, *notes]), fontsize=9, loc="left")
+
+
+def _legend(ax: Axes) -> None:
+    # Outside the axes: a heavy tail or a stall can reach any corner of the plot.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _budget_label(report: RunReport) -> str:
+    return f"budget {report.budget_us:g} us ({100 * report.budget_miss_fraction:.1f}% over)"
+
+
+def _histogram_figure(latency_ns: np.ndarray, report: RunReport) -> Figure:
+    fig, ax = _subplots(8.5)
+    lat_us, floored = _positive_us(latency_ns)
+    budget = report.budget_us
+    notes = _floor_note(floored)
+    if lat_us.size:
+        lo, hi = float(lat_us.min()), float(lat_us.max())
+        ax.hist(lat_us, bins=_log_bins(lo, hi).tolist(), color=_BLUE)
+        ax.set_yscale("log")
+        p = report.latency_us
+        for value, label, style, color in (
+            (p.p50, "p50", "-", "black"),
+            (p.p99, "p99", "--", "black"),
+            (p.p999, "p99.9", ":", "black"),
+            (p.max, "max", "-", "grey"),
+        ):
+            ax.axvline(value, color=color, linestyle=style, lw=1, label=f"{label} {_fmt_us(value)}")
+    else:
+        lo = hi = budget
+        ax.text(0.5, 0.5, "no corrections arrived", ha="center", transform=ax.transAxes)
+    ax.axvline(budget, color=_RED, lw=1.5, label=_budget_label(report))
+    _log_axis("x", ax, min(lo, budget) / 1.5, max(hi, budget) * 1.5)
+    ax.set_xlabel("reaction latency (us, log scale): last round emitted -> correction received")
+    ax.set_ylabel("shots per bin (log-spaced bins)")
+    _title(ax, report, "Latency", notes)
+    _legend(ax)
+    fig.tight_layout()
+    return fig
+
+
+def write_histogram(latency_ns: np.ndarray, report: RunReport, path: Path) -> Path:
+    """Write the reaction-latency histogram as a PNG.
+
+    Log-spaced bins run from the fastest to the slowest shot, so the bulk and
+    the tail are both legible and no shot is cut off.
+    """
+    return _save(_histogram_figure(latency_ns, report), path)
+
+
+def _block_percentiles(
+    x: np.ndarray, lat_us: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """p50 and p99 of blocks of >= 100 shots in emit order, as steps spanning each block.
+
+    Steps, not points joined at block centres: in a stall a block spans a long
+    time, and a line between centres would invent values across it.
+    """
+    blocks = min(100, x.size // 100)
+    if blocks < 2:
+        return None
+    order = np.argsort(x, kind="stable")
+    xs, ls = np.array_split(x[order], blocks), np.array_split(lat_us[order], blocks)
+    steps = np.array([(b[0], b[-1]) for b in xs]).ravel()
+    p50, p99 = np.repeat(np.array([np.percentile(b, [50, 99]) for b in ls]), 2, axis=0).T
+    return steps, p50, p99, x.size // blocks
+
+
+def _timeline_figure(
+    emit_ns: np.ndarray, latency_ns: np.ndarray, decoded: np.ndarray, report: RunReport
+) -> Figure:
+    fig, ax = _subplots(10)
+    emit_ns, decoded = np.asarray(emit_ns), np.asarray(decoded, dtype=bool)
+    lat_us, floored = _positive_us(np.asarray(latency_ns)[decoded])
+    notes = _floor_note(floored)
+    emitted = emit_ns > 0
+    if np.all(emitted[decoded]):
+        t0 = emit_ns[emitted].min() if emitted.any() else 0
+        x = (emit_ns - t0) * 1e-9
+        ax.set_xlabel("time the shot's last round was emitted (s since the first shot)")
+    else:  # a front end without per-shot emit times: plot against shot order instead
+        x = np.arange(emit_ns.size, dtype=np.float64)
+        ax.set_xlabel("shot index (this front end records no per-shot emit time)")
+    budget = report.budget_us
+    lo = hi = budget
+    if lat_us.size:
+        lo, hi = min(lo, float(lat_us.min())), max(hi, float(lat_us.max()))
+        ax.scatter(x[decoded], lat_us, s=3, lw=0, alpha=0.5, color=_BLUE)
+        blocks = _block_percentiles(x[decoded], lat_us)
+        if blocks is not None:
+            steps, p50, p99, size = blocks
+            ax.plot(steps, p50, color="black", lw=1, label=f"p50 per {size:,} shots")
+            ax.plot(steps, p99, color="black", lw=1, ls="--", label=f"p99 per {size:,} shots")
+    else:
+        ax.text(0.5, 0.5, "no corrections arrived", ha="center", transform=ax.transAxes)
+    lost = emitted & ~decoded
+    if lost.any():
+        ax.plot(
+            x[lost],
+            np.full(int(lost.sum()), 0.96),
+            "|",
+            color=_RED,
+            ms=8,
+            transform=ax.get_xaxis_transform(),
+            label=f"lost after emission ({int(lost.sum()):,} shots)",
+        )
+    ax.axhline(budget, color=_RED, lw=1.5, label=_budget_label(report))
+    _log_axis("y", ax, lo / 1.5, hi * 2)
+    ax.set_ylabel("reaction latency (us, log scale)")
+    _title(ax, report, "Latency per shot", notes)
+    _legend(ax)
+    fig.tight_layout()
+    return fig
+
+
+def write_timeline(
+    emit_ns: np.ndarray, latency_ns: np.ndarray, decoded: np.ndarray, report: RunReport, path: Path
+) -> Path:
+    """Write each shot's reaction latency against when it was emitted, as a PNG.
+
+    Arrays have one entry per planned shot, as in ``FrontEndResult``. Stalls
+    and drift show here where a histogram hides them; shots lost after
+    emission are ticked along the top.
+    """
+    return _save(_timeline_figure(emit_ns, latency_ns, decoded, report), path)

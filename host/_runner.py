@@ -413,11 +413,15 @@ def _front_end(
 
 
 def write_outputs(outcome: LoopOutcome, out_dir: Path) -> list[Path]:
-    """report.json and the latency histogram (written atomically)."""
-    from qhil.host._render import write_histogram
+    """report.json, the latency histogram and the latency timeline (written atomically)."""
+    from qhil.host._render import write_histogram, write_timeline
 
-    lat = outcome.result.latency_ns[outcome.result.decoded]
+    r, report = outcome.result, outcome.report
+    lat = np.asarray(r.latency_ns[r.decoded])
     return [
-        outcome.report.write(out_dir),
-        write_histogram(np.asarray(lat), outcome.report, out_dir / "latency_histogram.png"),
+        report.write(out_dir),
+        write_histogram(lat, report, out_dir / "latency_histogram.png"),
+        write_timeline(
+            r.emit_ns, r.latency_ns, r.decoded, report, out_dir / "latency_timeline.png"
+        ),
     ]
