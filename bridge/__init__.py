@@ -9,6 +9,9 @@
   ``CurveKeys`` for CURVE authentication over tcp://), and the
   ``FaultInjector`` used by the end-to-end tests; ``open_bridge(BridgeSpec(...))``
   opens either side of one by name.
+- ``njit_cached``: how every qhil CPU kernel is compiled, with numba's cache in
+  ``cache_dir()`` (``$QHIL_CACHE_DIR`` or the user cache folder), never in the
+  installed package; ``kernel_cache_report()`` says what was compiled or loaded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from __future__ import annotations
 from qhil.bridge._control import Refusal, layout_fingerprint
 from qhil.bridge._curve import CurveKeys, generate_keys
 from qhil.bridge._hostile import HOSTILE_KINDS, hostile_messages
-from qhil.bridge._open import Bridge, BridgeSpec, open_bridge, warm_up
+from qhil.bridge._jit import (
+    KernelCacheReport,
+    cache_dir,
+    kernel_cache_report,
+    kernels_need_compiling,
+    mark_kernels_compiled,
+    njit_cached,
+)
+from qhil.bridge._open import TRANSPORTS, Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
 from qhil.bridge._ring import ShmRing
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
@@ -48,12 +59,14 @@ __all__ = [
     "FLAG_LAST_ROUND",
     "HOSTILE_KINDS",
     "SYNDROME_HEADER_SIZE",
+    "TRANSPORTS",
     "WIRE_VERSION",
     "Bridge",
     "BridgeSpec",
     "CorrectionPacket",
     "CorrectionStatus",
     "CurveKeys",
+    "KernelCacheReport",
     "PacketError",
     "PacketReceiver",
     "PacketSender",
@@ -66,11 +79,16 @@ __all__ = [
     "TransportClosed",
     "ZmqClient",
     "ZmqServer",
+    "cache_dir",
     "correction_size",
     "generate_keys",
     "hostile_messages",
     "is_loopback",
+    "kernel_cache_report",
+    "kernels_need_compiling",
     "layout_fingerprint",
+    "mark_kernels_compiled",
+    "njit_cached",
     "open_bridge",
     "packet_buffers",
     "parse_correction",

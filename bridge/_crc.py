@@ -17,8 +17,9 @@ True
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from qhil.bridge._jit import njit_cached
 
 __all__ = ["crc32"]
 
@@ -36,7 +37,7 @@ def _make_table() -> np.ndarray:
 _TABLE = _make_table()
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _crc32(data: np.ndarray, n: int, table: np.ndarray) -> np.uint32:
     c = np.uint32(0xFFFFFFFF)
     for i in range(n):
@@ -44,7 +45,7 @@ def _crc32(data: np.ndarray, n: int, table: np.ndarray) -> np.uint32:
     return c ^ np.uint32(0xFFFFFFFF)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def crc32(data: np.ndarray, n: int) -> np.uint32:
     """CRC-32 of ``data[:n]``.
 

@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 import numpy as np
-from numba import cuda, njit
+from numba import cuda
 
 from qhil.bridge._gpu_ring import (
     H_AUX,
@@ -57,6 +57,7 @@ from qhil.bridge._gpu_ring import (
     flag_store,
     simulator_enabled,
 )
+from qhil.bridge._jit import njit_cached
 
 __all__ = ["ECHO_SIGNATURE", "EchoLoopback", "echo_kernel"]
 
@@ -134,7 +135,7 @@ ECHO_SIGNATURE = (
 # --------------------------------------------------------------------------- host side
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs,
                    local, payload, hdr, data, obs, max_spins) -> int:  # fmt: skip
     """Publish ``payload`` as the next window and spin for one result.
@@ -152,7 +153,7 @@ def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, ou
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_spins) -> int:
     spins = 0
     while _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
@@ -162,7 +163,7 @@ def _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _nothing(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs,
              local, payload, hdr, data, obs, max_spins) -> int:  # fmt: skip
     return 1

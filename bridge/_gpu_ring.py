@@ -111,9 +111,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from numba import config, cuda, njit
+from numba import config, cuda
 
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
+from qhil.bridge._jit import njit_cached
 
 __all__ = [
     "CONTROL_WORDS",
@@ -205,17 +206,17 @@ else:
 # --------------------------------------------------------------------------- host side
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _load(arr: np.ndarray, idx: int) -> int:
     return load_acquire_u64(arr, idx)
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _store(arr: np.ndarray, idx: int, value: int) -> None:
     store_release_u64(arr, idx, value)
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _reserve(ctrl, in_seq, local) -> int:
     """The slot of the next input window ``local[0]`` if it is free, else -1.
 
@@ -229,7 +230,7 @@ def _reserve(ctrl, in_seq, local) -> int:
     return n & (n_slots - 1)
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _commit(in_seq, in_hdr, local, length) -> None:
     """Publish the reserved window ``local[0]`` holding ``length`` bytes."""
     n = local[0]
@@ -239,7 +240,7 @@ def _commit(in_seq, in_hdr, local, length) -> None:
     local[0] = n + 1
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _produce(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int:
     """Publish one window; 1 if published, 0 if the ring is full.
 
@@ -257,7 +258,7 @@ def _produce(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int
     return 1
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) -> int:
     """Copy up to ``hdr.shape[0]`` published results out; returns how many.
 

@@ -31,9 +31,9 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from numba import njit
 
 from qhil.bridge._gpu_ring import MappedSlotRing, _commit, _reserve
+from qhil.bridge._jit import njit_cached
 from qhil.bridge._transport import Backoff, TransportClosed, as_packet
 from qhil.bridge._wire import FLAG_FIRST_ROUND, FLAG_LAST_ROUND, write_syndrome
 
@@ -132,7 +132,7 @@ class SyndromeRounds:
         return int(self.payloads.shape[0]) * self.rounds
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _send_rounds(ctrl, in_seq, in_hdr, in_data, local, payloads, n_bits, shot_ids,
                  stream, first_seq, start, stop) -> int:  # fmt: skip
     """Encode and publish packets ``start..stop-1`` of a batch; returns the next index
@@ -153,7 +153,7 @@ def _send_rounds(ctrl, in_seq, in_hdr, in_data, local, payloads, n_bits, shot_id
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _push(ctrl, in_seq, in_hdr, in_data, local, packet) -> int:
     slot = _reserve(ctrl, in_seq, local)
     if slot < 0:

@@ -66,9 +66,9 @@ from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
+from qhil.bridge._jit import njit_cached
 from qhil.bridge._transport import Backoff, TransportClosed, as_packet, check_recv_buffers
 
 __all__ = ["LAYOUT_VERSION", "MAGIC", "RingReceiver", "RingSender", "ShmRing"]
@@ -86,17 +86,17 @@ Arr = (
 )  # kernel arguments: ctrl uint64[48], slots uint8[n_slots, slot_size], local int64[2]
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _load(ctrl: Arr, word: int) -> int:
     return load_acquire_u64(ctrl, word)
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _store(ctrl: Arr, word: int, value: int) -> None:
     store_release_u64(ctrl, word, value)
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _room(ctrl: Arr, n_slots: int, local: Arr, spins: int) -> int:
     """1 if the producer's next slot is free, 0 if still full after `spins` tries,
     -1 if closed. local: int64[2] = [head, cached tail]."""
@@ -109,7 +109,7 @@ def _room(ctrl: Arr, n_slots: int, local: Arr, spins: int) -> int:
     return 1 if local[0] - local[1] < n_slots else 0
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _publish(ctrl: Arr, slots: Arr, local: Arr, n: int) -> None:
     head = local[0]
     slot = slots[head & (slots.shape[0] - 1)]
@@ -119,7 +119,7 @@ def _publish(ctrl: Arr, slots: Arr, local: Arr, n: int) -> None:
     local[0] = head + 1
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _push(ctrl: Arr, slots: Arr, local: Arr, pkt: Arr, spins: int) -> int:
     r = _room(ctrl, slots.shape[0], local, spins)
     if r == 1:
@@ -129,7 +129,7 @@ def _push(ctrl: Arr, slots: Arr, local: Arr, pkt: Arr, spins: int) -> int:
     return r
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _pop(ctrl: Arr, slots: Arr, local: Arr, out: Arr, lengths: Arr, spins: int) -> int:
     """Packets taken (>= 1), 0 if none after `spins` tries, -1 closed and drained,
     -2 corrupt length. local: int64[2] = [tail, cached head]."""

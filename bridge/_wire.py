@@ -53,10 +53,10 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeAlias
 
-import numba
 import numpy as np
 
 from qhil.bridge._crc import crc32
+from qhil.bridge._jit import njit_cached
 
 __all__ = [
     "CORRECTION_HEADER_SIZE",
@@ -159,14 +159,14 @@ def correction_size(n_obs: int, n_frame: int) -> int:
     return CORRECTION_HEADER_SIZE + (n_obs + 7) // 8 + (n_frame + 7) // 8 + CRC_SIZE
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _put(buf: np.ndarray, offset: int, value: Int, width: int) -> None:
     v = np.uint64(value)
     for i in range(width):
         buf[offset + i] = np.uint8((v >> np.uint64(8 * i)) & np.uint64(0xFF))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _get(buf: np.ndarray, offset: int, width: int) -> np.uint64:
     v = np.uint64(0)
     for i in range(width):
@@ -174,7 +174,7 @@ def _get(buf: np.ndarray, offset: int, width: int) -> np.uint64:
     return v
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def write_syndrome(
     out: np.ndarray,
     stream_id: Int,
@@ -212,7 +212,7 @@ def write_syndrome(
     return size
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _check_frame(buf: np.ndarray, length: int, magic: int, header: int) -> int:
     """Reason code for the parts every packet shares; payload size checked by callers."""
     if length < 6:
@@ -226,7 +226,7 @@ def _check_frame(buf: np.ndarray, length: int, magic: int, header: int) -> int:
     return 0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _check_body(buf: np.ndarray, length: int, size: int) -> int:
     if length < size:
         return 3  # TRUNCATED
@@ -237,7 +237,7 @@ def _check_body(buf: np.ndarray, length: int, size: int) -> int:
     return 0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def parse_syndrome(buf: np.ndarray, length: int, fields: np.ndarray) -> int:
     """Validate a syndrome packet and extract its header; returns a ``Reason`` code.
 
@@ -266,7 +266,7 @@ def parse_syndrome(buf: np.ndarray, length: int, fields: np.ndarray) -> int:
     return 0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def write_correction(
     out: np.ndarray,
     stream_id: Int,
@@ -315,7 +315,7 @@ def write_correction(
     return size
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def parse_correction(buf: np.ndarray, length: int, fields: np.ndarray) -> int:
     """Validate a correction packet and extract its header; returns a ``Reason`` code.
 

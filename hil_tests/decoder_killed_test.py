@@ -42,7 +42,7 @@ def test_killed_decoder_ends_the_run_with_a_report(
             "experiment.shots": 200_000,
             "frontend.mode": mode,
             "frontend.round_time_us": 20.0,
-            "frontend.correction_timeout_s": 0.2,
+            "frontend.correction_timeout_rounds": 200_000,
             "frontend.stall_timeout_s": 0.6,
             "bridge.n_slots": 256,
         }

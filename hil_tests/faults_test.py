@@ -27,7 +27,7 @@ def test_every_round_is_decoded_or_lost_for_the_reason_its_fault_implies() -> No
             "bridge.fault_rate": 0.01,
             "bridge.fault_seed": 3,
             "frontend.max_in_flight": 4,
-            "frontend.correction_timeout_s": 0.3,
+            "frontend.correction_timeout_rounds": 300_000,
             "frontend.stall_timeout_s": 3.0,
         }
     )

@@ -37,7 +37,6 @@ a shot, so a streaming decoder can be handed exactly those, in arrival order.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from qhil.bridge import (
@@ -46,6 +45,7 @@ from qhil.bridge import (
     FLAG_LAST_ROUND,
     SYNDROME_HEADER_SIZE,
     Reason,
+    njit_cached,
     parse_syndrome,
 )
 
@@ -76,7 +76,7 @@ _FIRST_RX, _LAST_RX, _LAST_SEQ, _LAST_TFPGA, _RX_DONE = 0, 1, 2, 3, 4
 _NEXT_SEQ, _MAX_SHOT = 0, 1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _assemble(
     buf,
     lengths,
@@ -337,7 +337,7 @@ class ShotAssembler:
         return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _find_expired(
     now, timeout_ns, window, flush, stream_state, slot_shot, slot_nrecv, meta, r1, out
 ):  # type: ignore[no-untyped-def]

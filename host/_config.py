@@ -30,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - 3.10
     import tomli as tomllib
 
-from qhil.bridge._open import TRANSPORTS
+from qhil.bridge import TRANSPORTS
 from qhil.fpga import MODES
 from qhil.sim import BASES, NOISE_MODELS
 
@@ -99,9 +99,14 @@ class FrontEndSettings:
     fabric_clock_mhz: float = 250.0
     round_time_us: float = 1.0
     budget_us: float = 10.0
-    correction_timeout_s: float = 0.5
+    correction_timeout_rounds: int = 20_000
     stall_timeout_s: float = 2.0
     max_in_flight: int = 1
+
+    @property
+    def correction_timeout_s(self) -> float:
+        """The correction timeout in seconds: that many periods of the round clock."""
+        return self.correction_timeout_rounds * self.round_time_us * 1e-6
 
     def __post_init__(self) -> None:
         _choice("frontend", "mode", self.mode, MODES)
@@ -110,12 +115,17 @@ class FrontEndSettings:
             fabric_clock_mhz=self.fabric_clock_mhz,
             round_time_us=self.round_time_us,
             budget_us=self.budget_us,
-            correction_timeout_s=self.correction_timeout_s,
+            correction_timeout_rounds=self.correction_timeout_rounds,
             stall_timeout_s=self.stall_timeout_s,
             max_in_flight=self.max_in_flight,
         )
-        if self.correction_timeout_s > self.stall_timeout_s:
-            raise ConfigError("[frontend] correction_timeout_s must not exceed stall_timeout_s")
+        if self.correction_timeout_s >= self.stall_timeout_s:
+            raise ConfigError(
+                f"[frontend] correction_timeout_rounds = {self.correction_timeout_rounds:,} "
+                f"rounds of {self.round_time_us:g} us is {self.correction_timeout_s:g} s, "
+                f"not below stall_timeout_s = {self.stall_timeout_s:g} s; lower "
+                "correction_timeout_rounds or raise stall_timeout_s"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -182,11 +192,11 @@ class DecoderSettings:
     name: str = "pymatching"
     backend: str = "auto"
     window: int = 4
-    assembly_timeout_s: float = 0.05
+    assembly_timeout_rounds: int = 5_000
     spawn: bool = True
 
     def __post_init__(self) -> None:
-        from qhil.host._decoders import DECODERS
+        from qhil.host._decoders import DECODERS, DECODERS_WITH_KERNELS
 
         _choice("decoder", "name", self.name, DECODERS())
         _choice(
@@ -195,7 +205,15 @@ class DecoderSettings:
             self.backend,
             ("auto", "numpy", "numba", "cuda", "cuda-persistent"),
         )
-        _positive("decoder", window=self.window, assembly_timeout_s=self.assembly_timeout_s)
+        _positive(
+            "decoder", window=self.window, assembly_timeout_rounds=self.assembly_timeout_rounds
+        )
+        if self.backend != "auto" and self.name not in DECODERS_WITH_KERNELS:
+            raise ConfigError(
+                f"[decoder] backend = {self.backend!r} does not apply to name = {self.name!r}, "
+                f"which runs no kernels; backends apply to: {', '.join(DECODERS_WITH_KERNELS)}. "
+                "Drop --backend, or add --decoder predecoder"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -214,6 +232,18 @@ _TABLES = {
     "output": OutputSettings,
 }
 
+
+# Keys an older qhil read: the fix, rather than a bare "no such key".
+_RENAMED = {
+    ("frontend", "correction_timeout_s"): (
+        "was replaced by correction_timeout_rounds (periods of the round clock, "
+        "default 20000: 20 ms at 1 us); timeouts now scale with round_time_us"
+    ),
+    ("decoder", "assembly_timeout_s"): (
+        "was replaced by assembly_timeout_rounds (periods of the round clock, "
+        "default 5000: 5 ms at 1 us); timeouts now scale with round_time_us"
+    ),
+}
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -238,6 +268,20 @@ class RunConfig:
     decoder: DecoderSettings = DecoderSettings()
     output: OutputSettings = OutputSettings()
 
+    def __post_init__(self) -> None:
+        if self.assembly_timeout_s >= self.frontend.correction_timeout_s:
+            raise ConfigError(
+                f"[decoder] assembly_timeout_rounds = {self.decoder.assembly_timeout_rounds:,} "
+                "must be below [frontend] correction_timeout_rounds = "
+                f"{self.frontend.correction_timeout_rounds:,}: the decoder must give a shot up "
+                "(and say so) before the front end stops waiting for it"
+            )
+
+    @property
+    def assembly_timeout_s(self) -> float:
+        """The decoder's assembly timeout in seconds: periods of the front end's round clock."""
+        return self.decoder.assembly_timeout_rounds * self.frontend.round_time_us * 1e-6
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         tables: dict[str, Any] = {}
@@ -251,6 +295,8 @@ class RunConfig:
             hints = typing.get_type_hints(settings_cls)
             kwargs = {}
             for key, value in table.items():
+                if (name, key) in _RENAMED:
+                    raise ConfigError(f"[{name}] {key} {_RENAMED[name, key]}")
                 if key not in fields:
                     raise ConfigError(
                         f"[{name}] has no key {key!r}; valid keys: {', '.join(fields)}"

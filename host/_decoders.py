@@ -34,6 +34,7 @@ import stim
 
 __all__ = [
     "DECODERS",
+    "DECODERS_WITH_KERNELS",
     "Decoder",
     "PyMatchingDecoder",
     "StreamingDecoder",
@@ -176,6 +177,10 @@ def _predecoder(circuit: stim.Circuit, backend: str) -> Decoder:
     from qhil.kernels import PreDecodedMatching  # the kernels load only when asked for
 
     return PreDecodedMatching.from_circuit(circuit, backend=backend)
+
+
+# Decoders whose kernels ``backend`` picks; for the others a backend means nothing.
+DECODERS_WITH_KERNELS = ("predecoder",)
 
 
 def register_decoder(name: str, factory: DecoderFactory) -> None:

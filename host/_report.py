@@ -74,6 +74,7 @@ class RunReport:
     registers: dict[str, int]
     aborted: str
     notes: tuple[str, ...] = ()
+    kernels: dict[str, Any] | None = None  # KernelWarmth: compiled before the run, or not
 
     def __post_init__(self) -> None:
         lost = sum(self.rounds_lost.values())
@@ -100,6 +101,7 @@ class RunReport:
         host: HostStats | None,
         shared_clock: bool,
         notes: tuple[str, ...] = (),
+        kernels: dict[str, Any] | None = None,
     ) -> RunReport:
         decoded = result.decoded
         lat_ns = result.latency_ns[decoded]
@@ -145,6 +147,7 @@ class RunReport:
             registers=result.registers,
             aborted=result.aborted,
             notes=notes,
+            kernels=kernels,
         )
 
     def to_json(self) -> str:

@@ -33,10 +33,14 @@ import stim
 from qhil.bridge import (
     BridgeSpec,
     CurveKeys,
+    KernelCacheReport,
     PacketReceiver,
     PacketSender,
     ZmqClient,
+    kernel_cache_report,
+    kernels_need_compiling,
     layout_fingerprint,
+    mark_kernels_compiled,
     open_bridge,
     warm_up,
 )
@@ -44,6 +48,7 @@ from qhil.bridge._faults import FaultInjector, InjectedFault
 from qhil.fpga import CycleModel, DetectorProgram, FrontEndConfig, FrontEndResult
 from qhil.host._config import RunConfig
 from qhil.host._metrics import FrontEndSnapshot, MetricsExporter
+from qhil.host._prepare import compiling_message, preparing
 from qhil.host._report import RunReport
 from qhil.host._service import DecoderService, HostStats, ServiceConfig
 from qhil.sim import (
@@ -112,7 +117,10 @@ def frontend_config(config: RunConfig) -> FrontEndConfig:
 def service_config(config: RunConfig) -> ServiceConfig:
     d = config.decoder
     return ServiceConfig(
-        decoder=d.name, backend=d.backend, window=d.window, assembly_timeout_s=d.assembly_timeout_s
+        decoder=d.name,
+        backend=d.backend,
+        window=d.window,
+        assembly_timeout_s=config.assembly_timeout_s,
     )
 
 
@@ -168,17 +176,22 @@ def _service_main(
     try:
         circuit = stim.Circuit(circuit_text)
         service = DecoderService.from_circuit(circuit, config=service_config(config))
+        if kernels_need_compiling():
+            _tell_parent(conn, ("status", compiling_message("decoder")))
         service.warm_up()
         warm_up()
+        mark_kernels_compiled()
         bridge = open_bridge(spec, side="host", keys=keys, layout=circuit_layout(circuit))
         tx = _with_faults(bridge.tx, config, side=1)
-        _tell_parent(conn, ("ready", None))
+        ready = kernel_cache_report()
+        _tell_parent(conn, ("ready", ready))
         stats = service.serve(bridge.rx, tx, should_stop=conn.poll)
         log: tuple[InjectedFault, ...] = ()
         if isinstance(tx, FaultInjector):
             tx.flush()
             log = tuple(tx.log)
-        _tell_parent(conn, ("done", (stats, log)))
+        compiled_in_run = kernel_cache_report().compiled - ready.compiled
+        _tell_parent(conn, ("done", (stats, log, compiled_in_run)))
     except Exception:
         _tell_parent(conn, ("error", traceback.format_exc()))
     finally:
@@ -244,15 +257,22 @@ class _Child:
         self.proc.start()
         child_conn.close()
         self.error = ""
+        self.kernels: KernelCacheReport | None = None  # the child's, once it is ready
+        self.compiled_in_run = 0
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, on_status: Callable[[str], None] | None = None) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
                 if self.conn.poll(0.05):
                     kind, payload = self.conn.recv()
                     if kind == "ready":
+                        self.kernels = payload
                         return
+                    if kind == "status":
+                        if on_status is not None:
+                            on_status(payload)
+                        continue
                     raise RuntimeError(f"the decoder process failed to start:\n{payload}")
             except (EOFError, OSError):
                 self.proc.join(5)
@@ -273,7 +293,8 @@ class _Child:
                     kind, payload = self.conn.recv()
                     if kind == "done":
                         self.proc.join(5)
-                        return payload
+                        stats, log, self.compiled_in_run = payload
+                        return stats, log
                     self.error = str(payload)
                     break
             except (EOFError, OSError):
@@ -308,30 +329,35 @@ def run_loop(
     progress: bool = True,
     console: Any = None,
     on_start: Callable[[], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
     metrics: MetricsExporter | None = None,
 ) -> LoopOutcome:
     """Run the closed loop described by ``config`` and return its outcome (nothing written).
 
     ``metrics``: an exporter that serves the front end's counters while it runs.
-    ``on_start`` is called once the decoder is ready, just before the first round.
+    ``on_start`` is called once the decoder is ready, just before the first round;
+    ``on_status`` with a line to show while start-up takes long (kernels compiling).
     Called from the main thread, Ctrl-C or SIGTERM raises KeyboardInterrupt before
     then; from then on the first one stops the run cleanly.
     """
     with _ctrl_c_requests_stop() as requests:
         circuit = build_circuit(config)
-        model = CycleModel.from_circuit(circuit, config=frontend_config(config))
-        if metrics is not None:
-            metrics.watch_front_end(lambda: FrontEndSnapshot.of_front_end(model))
-        warm_up()
         spec = bridge_spec(config)
         bridge = open_bridge(spec, side="fpga") if spec.transport == "shm" else None
         keys = link_keys(config)
         child = None
         notes: list[str] = []
         try:
-            if config.decoder.spawn:
-                child = _Child(circuit, config, bridge.spec if bridge else spec, keys)
-                child.wait_ready()
+            with preparing(on_status) as prep:
+                if config.decoder.spawn:  # first: it compiles alongside this process
+                    child = _Child(circuit, config, bridge.spec if bridge else spec, keys)
+                model = CycleModel.from_circuit(circuit, config=frontend_config(config))
+                warm_up()
+                if child is not None:
+                    child.wait_ready(on_status)
+                    prep.decoder = child.kernels
+            if metrics is not None:
+                metrics.watch_front_end(lambda: FrontEndSnapshot.of_front_end(model))
             if bridge is None:
                 bridge = open_bridge(spec, side="fpga", keys=keys, layout=circuit_layout(circuit))
             tx = _with_faults(bridge.tx, config, side=0)
@@ -366,6 +392,9 @@ def run_loop(
         host=host,
         shared_clock=True,
         notes=tuple(notes),
+        kernels=prep.warmth(
+            decoder_compiled_in_run=child.compiled_in_run if child else 0
+        ).to_dict(),
     )
     seed = config.experiment.seed
     return LoopOutcome(report, result, host, circuit, seed, faults_up, tuple(faults_down))

@@ -80,12 +80,14 @@ def test_config_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str
     ("args", "message"),
     [
         (["run", "--distance", "4"], "distance must be an odd integer >= 3"),
-        (["run", "--noise", "bogus"], "choose one of: sd6, si1000, stim-depolarizing"),
-        (["run", "--decoder", "nope"], "choose one of: pymatching, pymatching-correlated"),
+        (["run", "--noise", "bogus"], "invalid choice: 'bogus' (choose from 'sd6', 'si1000'"),
+        (["run", "--decoder", "nope"], "invalid choice: 'nope' (choose from 'pymatching', "),
+        (["run", "--backend", "cuda"], "does not apply to name = 'pymatching'"),
+        (["run", "-p", "0.5"], "p must be in [0, 0.2)"),
         (["run", "--transport", "zmq"], "needs an endpoint"),
         (["run", "--config", "/no/such/file.toml"], "does not exist"),
         (["serve"], "needs --bridge-name"),
-        (["run", "--backend", "tpu"], "choose one of: auto, numpy, numba, cuda"),
+        (["run", "--backend", "tpu"], "invalid choice: 'tpu' (choose from 'auto', 'numpy'"),
     ],
 )
 def test_bad_input_is_one_clear_line(

@@ -45,7 +45,7 @@ def test_parses_every_table() -> None:
         fabric_clock_mhz = 300        # an int where a float is expected is fine
         round_time_us = 2.5
         budget_us = 20.0
-        correction_timeout_s = 0.25
+        correction_timeout_rounds = 100000
         stall_timeout_s = 0.5
         max_in_flight = 8
 
@@ -61,7 +61,7 @@ def test_parses_every_table() -> None:
         [decoder]
         name = "pymatching-correlated"
         window = 2
-        assembly_timeout_s = 0.1
+        assembly_timeout_rounds = 40000
         spawn = false
 
         [output]
@@ -77,10 +77,12 @@ def test_parses_every_table() -> None:
         fabric_clock_mhz=300.0,
         round_time_us=2.5,
         budget_us=20.0,
-        correction_timeout_s=0.25,
+        correction_timeout_rounds=100_000,
         stall_timeout_s=0.5,
         max_in_flight=8,
     )
+    assert cfg.frontend.correction_timeout_s == pytest.approx(0.25)  # rounds of 2.5 us
+    assert cfg.assembly_timeout_s == pytest.approx(0.1)
     assert isinstance(cfg.frontend.fabric_clock_mhz, float)
     assert cfg.bridge.transport == "zmq"
     assert cfg.bridge.endpoint == "tcp://127.0.0.1:5555"
@@ -91,7 +93,7 @@ def test_parses_every_table() -> None:
         3,
     )
     assert cfg.decoder == DecoderSettings(
-        name="pymatching-correlated", window=2, assembly_timeout_s=0.1, spawn=False
+        name="pymatching-correlated", window=2, assembly_timeout_rounds=40_000, spawn=False
     )
     assert cfg.output == OutputSettings(dir="elsewhere", save=True)
 
@@ -184,12 +186,14 @@ def test_type_errors(text: str, message: str) -> None:
         ("frontend", "fabric_clock_mhz", 0.0, "[frontend] fabric_clock_mhz must be > 0; got 0.0"),
         ("frontend", "round_time_us", -1.0, "[frontend] round_time_us must be > 0; got -1.0"),
         ("frontend", "budget_us", 0.0, "[frontend] budget_us must be > 0; got 0.0"),
-        ("frontend", "correction_timeout_s", 0.0,
-         "[frontend] correction_timeout_s must be > 0; got 0.0"),
+        ("frontend", "correction_timeout_rounds", 0,
+         "[frontend] correction_timeout_rounds must be > 0; got 0"),
         ("frontend", "stall_timeout_s", 0.0, "[frontend] stall_timeout_s must be > 0; got 0.0"),
         ("frontend", "max_in_flight", 0, "[frontend] max_in_flight must be > 0; got 0"),
-        ("frontend", "correction_timeout_s", 3.0,
-         "[frontend] correction_timeout_s must not exceed stall_timeout_s"),
+        ("frontend", "correction_timeout_rounds", 3_000_000,
+         "[frontend] correction_timeout_rounds = 3,000,000 rounds of 1 us is 3 s, not below "
+         "stall_timeout_s = 2 s; lower correction_timeout_rounds or raise stall_timeout_s"),
+
         ("bridge", "transport", "udp",
          "[bridge] transport = 'udp' is not valid; choose one of: shm, zmq"),
         ("bridge", "n_slots", 1, "[bridge] n_slots must be a power of two >= 2; got 1"),
@@ -210,8 +214,11 @@ def test_type_errors(text: str, message: str) -> None:
          "[decoder] name = 'mwpm' is not valid; choose one of: pymatching, pymatching-correlated, "
          "predecoder"),
         ("decoder", "window", 0, "[decoder] window must be > 0; got 0"),
-        ("decoder", "assembly_timeout_s", 0.0,
-         "[decoder] assembly_timeout_s must be > 0; got 0.0"),
+        ("decoder", "assembly_timeout_rounds", 0,
+         "[decoder] assembly_timeout_rounds must be > 0; got 0"),
+        ("decoder", "backend", "cuda",
+         "[decoder] backend = 'cuda' does not apply to name = 'pymatching', which runs no "
+         "kernels; backends apply to: predecoder. Drop --backend, or add --decoder predecoder"),
     ],
 )  # fmt: skip
 def test_validation_messages(table: str, key: str, value: object, message: str) -> None:
@@ -232,11 +239,30 @@ def test_boundary_values_are_accepted() -> None:
     RunConfig.from_dict(
         {
             "experiment": {"distance": 3, "rounds": 1, "p": 0.0, "shots": 1, "seed": 0},
-            "frontend": {"correction_timeout_s": 2.0, "stall_timeout_s": 2.0, "max_in_flight": 1},
+            "frontend": {
+                "correction_timeout_rounds": 1_999_999,
+                "stall_timeout_s": 2.0,
+                "max_in_flight": 1,
+            },
             "bridge": {"n_slots": 2, "slot_size": 64, "fault_rate": 1.0, "fault_kinds": "drop"},
-            "decoder": {"window": 1},
+            "decoder": {"window": 1, "assembly_timeout_rounds": 1_999_998},
         }
     )
+
+
+def test_a_renamed_key_names_its_replacement() -> None:
+    with pytest.raises(ConfigError, match="correction_timeout_s was replaced by correction_"):
+        RunConfig.from_toml_text("[frontend]\ncorrection_timeout_s = 0.5")
+
+
+def test_the_decoder_gives_a_shot_up_before_the_front_end_does() -> None:
+    with pytest.raises(ConfigError, match=r"must be below \[frontend\] correction_timeout_rounds"):
+        RunConfig.from_dict(
+            {
+                "frontend": {"correction_timeout_rounds": 100},
+                "decoder": {"assembly_timeout_rounds": 100},
+            }
+        )
 
 
 def test_config_error_is_a_value_error() -> None:

@@ -56,6 +56,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from qhil.bridge import njit_cached
+
 from ._model import QuantizedModel
 
 __all__ = ["numba_binarized", "numba_logits"]
@@ -66,13 +68,13 @@ _CHUNK_ELEMS = 1 << 21  # per-chunk activation entries (val + idx ~ 16 MiB at mo
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64}
 
 # One set of flags for every kernel: parallel over (shot, round) rows, exact arithmetic.
-_jit = numba.njit(cache=True, parallel=True, fastmath=False, nogil=True)
+_jit = njit_cached(parallel=True, fastmath=False, nogil=True)
 
 
 # --------------------------------------------------------------------------- kernels
 
 
-@numba.njit(cache=True, inline="always")
+@njit_cached(inline="always")
 def _epilogue(acc, b, t, y, x, wbits, last, logits, o_cnt, o_idx, o_val, po):
     """ReLU, rescale and compact one output voxel (or store its logits)."""
     c_out = acc.shape[0]

@@ -457,7 +457,7 @@ def _loop(*, shots: int, distance: int, rounds: int, timeout_s: float) -> dict[s
             "experiment.seed": 7,
             "decoder.name": "predecoder",
             "decoder.backend": "cuda-persistent",
-            "frontend.correction_timeout_s": timeout_s,
+            "frontend.correction_timeout_rounds": round(timeout_s * 1e6),
             "frontend.stall_timeout_s": max(2.0, 2 * timeout_s),
         }
     )
