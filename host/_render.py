@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -95,8 +95,12 @@ def print_summary(report: RunReport, *, console: Console | None = None) -> None:
     t.add_row("packets rejected", ", ".join(f"{k}: {v}" for k, v in rejected.items()) or "none")
     if report.aborted:
         t.add_row("[red]run ended early[/red]", report.aborted)
+    if report.timeouts_line:
+        t.add_row("waited for timeouts", report.timeouts_line)
     for note in report.notes:
         t.add_row("note", note)
+    if report.kernels:
+        t.add_row("kernels", _kernels_line(report.kernels))
     t.add_row("machine", report.machine)
     console.print(t)
 
@@ -208,6 +212,20 @@ def _histogram_figure(latency_ns: np.ndarray, report: RunReport) -> Figure:
     _legend(ax)
     fig.tight_layout()
     return fig
+
+
+def _kernels_line(k: dict[str, Any]) -> str:
+    if not k["warm"]:
+        return (
+            f"[red]not warm[/red]: {k['compiled_during_run']} compiled during the run, "
+            "so its latencies include compile time"
+        )
+    how = (
+        f"{k['compiled_before_run']} compiled before the run (first run; cached in {k['cache']})"
+        if k["compiled_before_run"]
+        else f"loaded from the cache ({k['cache']})"
+    )
+    return f"warm: {how}; ready in {k['prepare_s']:.1f} s"
 
 
 def write_histogram(latency_ns: np.ndarray, report: RunReport, path: Path) -> Path:

@@ -75,6 +75,7 @@ class RunReport:
     aborted: str
     notes: tuple[str, ...] = ()
     kernels: dict[str, Any] | None = None  # KernelWarmth: compiled before the run, or not
+    timeouts: dict[str, Any] | None = None  # shots that waited for a timeout, and for how long
 
     def __post_init__(self) -> None:
         lost = sum(self.rounds_lost.values())
@@ -148,6 +149,30 @@ class RunReport:
             aborted=result.aborted,
             notes=notes,
             kernels=kernels,
+            timeouts=_timeouts(result, config),
+        )
+
+    @property
+    def timeouts_line(self) -> str:
+        """One line on the shots that waited for a timeout ("" when none did)."""
+        t = self.timeouts
+        if not t or not (t["shots_timed_out"] or t["shots_given_up_by_decoder"]):
+            return ""
+        parts = []
+        if t["shots_timed_out"]:
+            parts.append(
+                f"{t['shots_timed_out']:,} shots waited out the {t['correction_timeout_ms']:g} ms "
+                f"correction timeout ({t['waited_s']:.2f} s, "
+                f"{100 * t['share_of_run']:.0f}% of the run)"
+            )
+        if t["shots_given_up_by_decoder"]:
+            parts.append(
+                f"{t['shots_given_up_by_decoder']:,} the decoder gave up (a round missing) "
+                f"within its {t['assembly_timeout_ms']:g} ms assembly timeout"
+            )
+        return (
+            "; ".join(parts) + " (both in round-clock periods: --correction-timeout-rounds, "
+            "--assembly-timeout-rounds)"
         )
 
     def to_json(self) -> str:
@@ -170,3 +195,22 @@ def _host_dict(host: HostStats | None) -> dict[str, Any] | None:
     for key in ("service_ns", "decode_ns_per_shot"):
         d[key] = dataclasses.asdict(getattr(host, key))
     return d
+
+
+def _timeouts(result: FrontEndResult, config: dict[str, Any]) -> dict[str, Any] | None:
+    """How many shots waited for a timeout and how long, from the fates of their rounds."""
+    f, d = config.get("frontend"), config.get("decoder")
+    if not f or not d or "correction_timeout_rounds" not in f:
+        return None
+    period_ms = f["round_time_us"] * 1e-3
+    timed_out = int(np.count_nonzero((result.fates == Fate.LOST_TIMEOUT).any(axis=1)))
+    given_up = (result.fates == Fate.LOST_SHOT_INCOMPLETE) | (result.fates == Fate.LOST_IN_TRANSIT)
+    waited_s = timed_out * f["correction_timeout_rounds"] * period_ms * 1e-3
+    return {
+        "shots_timed_out": timed_out,
+        "correction_timeout_ms": f["correction_timeout_rounds"] * period_ms,
+        "waited_s": waited_s,
+        "share_of_run": min(1.0, waited_s / result.wall_s) if result.wall_s else 0.0,
+        "shots_given_up_by_decoder": int(np.count_nonzero(given_up.any(axis=1))),
+        "assembly_timeout_ms": d["assembly_timeout_rounds"] * period_ms,
+    }
