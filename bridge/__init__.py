@@ -49,7 +49,7 @@ from qhil.bridge._wire import (
     write_syndrome,
 )
 from qhil.bridge._zmq import SessionEnded, ZmqClient, is_loopback
-from qhil.bridge._zmq_server import SessionInfo, ZmqServer
+from qhil.bridge._zmq_server import SessionInfo, ZmqServer, check_server_endpoint
 
 __all__ = [
     "CORRECTION_HEADER_SIZE",
@@ -80,6 +80,7 @@ __all__ = [
     "ZmqClient",
     "ZmqServer",
     "cache_dir",
+    "check_server_endpoint",
     "correction_size",
     "generate_keys",
     "hostile_messages",

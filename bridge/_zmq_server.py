@@ -68,7 +68,7 @@ from qhil.bridge._zmq import (
     recv_data,
 )
 
-__all__ = ["SessionInfo", "ZmqServer"]
+__all__ = ["SessionInfo", "ZmqServer", "check_server_endpoint"]
 
 _log = logging.getLogger("qhil.bridge")
 _NOTICE_EVERY_S = 1.0
@@ -180,14 +180,7 @@ class ZmqServer:
     ) -> ZmqServer:
         """Listen on ``endpoint`` ('tcp://127.0.0.1:*' picks a free port; read
         ``.endpoint``). Refuses a non-loopback endpoint without ``keys``."""
-        from qhil.bridge._zmq import is_loopback
-
-        if keys is None and not is_loopback(endpoint):
-            raise ValueError(
-                f"endpoint {endpoint!r} is reachable from other machines, so it needs CURVE "
-                "authentication: pass --keys DIR (make one with `qhil keys generate DIR`), "
-                "or bind tcp://127.0.0.1"
-            )
+        check_server_endpoint(endpoint, keys=keys)
         return cls(
             endpoint, max_packet=max_packet, hwm=hwm, keys=keys, layout=layout, idle_s=idle_s
         )
@@ -523,3 +516,19 @@ class ZmqServerSender:
 
     def close(self) -> None:
         """Nothing to send: sessions end from the front end's side (BYE)."""
+
+
+def check_server_endpoint(endpoint: str, *, keys: CurveKeys | None) -> None:
+    """Raise ValueError if a decoder may not bind ``endpoint`` with these keys: beyond
+    loopback, only CURVE-authenticated front ends may reach it.
+
+    >>> check_server_endpoint("tcp://127.0.0.1:5555", keys=None)
+    """
+    from qhil.bridge._zmq import is_loopback
+
+    if keys is None and not is_loopback(endpoint):
+        raise ValueError(
+            f"endpoint {endpoint!r} is reachable from other machines, so it needs CURVE "
+            "authentication: pass --keys DIR (make one with `qhil keys generate DIR`), "
+            "or bind tcp://127.0.0.1"
+        )

@@ -95,6 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from qhil.bridge import (
         CurveKeys,
+        check_server_endpoint,
         kernels_need_compiling,
         layout_fingerprint,
         mark_kernels_compiled,
@@ -115,6 +116,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "(qhil run --bridge-name NAME --external-decoder)"
         )
     keys = CurveKeys.load(b.keys).for_server() if b.keys else None
+    if b.transport == "zmq":
+        check_server_endpoint(b.endpoint, keys=keys)
     _check_backend(cfg)
     if args.dry_run:
         return _dry_run("serve", cfg)
