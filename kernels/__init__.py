@@ -7,6 +7,10 @@
   (``qhil run --decoder predecoder``). Both apply the network only above the
   model's calibrated threshold (``default_threshold``), which keeps them no
   worse than the matcher alone.
+- ``PreDecoder.for_dem`` / ``PreDecodedMatching.from_dem``: the same, built from a
+  detector error model's detector coordinates; ``sinter_decoders()`` wraps the
+  pipelines as sinter decoders (``sinter collect --custom_decoders_module_function
+  qhil.kernels:sinter_decoders``, names in ``SINTER_DECODERS``).
 - ``PreDecoderGeometry``: the Ising-compatible tensor layout and the exact
   footprint of every output.
 - ``QuantizedModel`` and ``reference_logits``: the shipped integer CNN and its
@@ -30,6 +34,7 @@ from qhil.kernels._predecoder import (
     default_threshold,
     resolve_model,
 )
+from qhil.kernels._sinter import SINTER_DECODERS, sinter_decoders
 from qhil.kernels._train import LABELS, TrainConfig, train, write_model
 from qhil.kernels._train_eval import plot_training
 
@@ -38,6 +43,7 @@ __all__ = [
     "CHANNELS",
     "LABELS",
     "MODELS",
+    "SINTER_DECODERS",
     "PersistentPreDecodedMatching",
     "PreDecodeResult",
     "PreDecodedMatching",
@@ -50,6 +56,7 @@ __all__ = [
     "plot_training",
     "reference_logits",
     "resolve_model",
+    "sinter_decoders",
     "train",
     "write_model",
 ]

@@ -90,7 +90,20 @@ class PreDecoderGeometry:
 
         Raises ValueError naming the problem for a circuit it cannot lay out.
         """
-        layout = DetectorLayout.from_circuit(circuit)
+        return cls._from_layout(DetectorLayout.from_circuit(circuit))
+
+    @classmethod
+    def from_dem(cls, dem: stim.DetectorErrorModel) -> PreDecoderGeometry:
+        """Lay out the circuit ``dem`` came from, by its detector coordinates.
+
+        See ``qhil.sim.DetectorLayout.from_dem``: stim's rotated memory circuits and
+        ``qhil.sim``'s, any noise. Raises ValueError naming the problem otherwise.
+        """
+        return cls._from_layout(DetectorLayout.from_dem(dem))
+
+    @classmethod
+    def _from_layout(cls, layout: DetectorLayout) -> PreDecoderGeometry:
+        """The tensor layout of a detector layout with one observable."""
         if layout.num_observables != 1:
             raise ValueError(
                 f"the pre-decoder needs a memory circuit with one observable; got "

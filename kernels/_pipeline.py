@@ -18,6 +18,7 @@ ships. ``correlated=False`` gives plain matching on the residual.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,14 +75,64 @@ class PreDecodedMatching:
                 default, more accurate, about 2-3x the matching time); False for
                 plain minimum-weight matching.
         """
+        return cls._build(
+            PreDecoder.for_circuit,
+            circuit,
+            circuit.detector_error_model(decompose_errors=True),
+            model=model,
+            backend=backend,
+            threshold=threshold,
+            correlated=correlated,
+        )
+
+    @classmethod
+    def from_dem(
+        cls,
+        dem: stim.DetectorErrorModel,
+        *,
+        model: str | Path | QuantizedModel = "default",
+        backend: str = "auto",
+        threshold: float | None = None,
+        correlated: bool = True,
+    ) -> PreDecodedMatching:
+        """The pre-decoder and PyMatching for a detector error model (what sinter hands over).
+
+        The pre-decoder is laid out by ``PreDecoder.for_dem``; the matcher is
+        ``pymatching.Matching.from_detector_error_model(dem,
+        enable_correlations=correlated)``, so correlated matching needs the DEM's
+        hyperedges decomposed (``decompose_errors=True``, as sinter does where it can).
+        Options as for ``from_circuit``. ``decode_batch`` takes bool or
+        uint8[shots, dem.num_detectors] in the DEM's detector order.
+        """
+        return cls._build(
+            PreDecoder.for_dem,
+            dem,
+            dem,
+            model=model,
+            backend=backend,
+            threshold=threshold,
+            correlated=correlated,
+        )
+
+    @classmethod
+    def _build(
+        cls,
+        lay_out: Callable[..., PreDecoder],
+        source: stim.Circuit | stim.DetectorErrorModel,
+        dem: stim.DetectorErrorModel,
+        *,
+        model: str | Path | QuantizedModel,
+        backend: str,
+        threshold: float | None,
+        correlated: bool,
+    ) -> PreDecodedMatching:
         qmodel = resolve_model(model)
         if threshold is None:
             threshold = default_threshold(qmodel, correlated=correlated)
-        dem = circuit.detector_error_model(decompose_errors=True)
         return cls(
-            PreDecoder.for_circuit(circuit, model=qmodel, backend=backend, threshold=threshold),
+            lay_out(source, model=qmodel, backend=backend, threshold=threshold),
             pymatching.Matching.from_detector_error_model(dem, enable_correlations=correlated),
-            num_observables=circuit.num_observables,
+            num_observables=dem.num_observables,
             correlated=correlated,
         )
 

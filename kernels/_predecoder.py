@@ -9,7 +9,8 @@ circuit's detector error model. The residual is exactly the detection events
 the pre-decoder's corrections leave, and ``obs_flip`` is exactly what those
 corrections do to the observable (see ``PreDecoderGeometry``). So the line
 above is correct whatever the network predicts; the network only decides how
-much work is left for PyMatching.
+much work is left for PyMatching. ``PreDecoder.for_dem(dem)`` lays out the same
+pre-decoder from the detector error model alone (what sinter hands a decoder).
 
 >>> import stim, pymatching
 >>> circuit = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3, rounds=3,
@@ -219,14 +220,78 @@ class PreDecoder:
                 than not); a higher value applies only confident corrections,
                 leaving more to PyMatching.
         """
+        return cls._laid_out(
+            PreDecoderGeometry.from_circuit(circuit),
+            model=model,
+            backend=backend,
+            batch_size=batch_size,
+            threshold=threshold,
+        )
+
+    @classmethod
+    def for_dem(
+        cls,
+        dem: stim.DetectorErrorModel,
+        *,
+        model: str | Path | QuantizedModel = "default",
+        backend: str = "auto",
+        batch_size: int = 256,
+        threshold: float | None = None,
+    ) -> PreDecoder:
+        """Lay the pre-decoder out for the circuit a detector error model came from.
+
+        What sinter hands a decoder is the DEM alone; its detector coordinates place
+        each detector (``qhil.sim.DetectorLayout.from_dem``), so the pre-decoder is
+        the one ``for_circuit`` builds from that circuit.
+
+        Args:
+            dem: the model of a rotated surface-code memory circuit, stim's generated
+                one or ``qhil.sim``'s, any noise, any detector order grouped by time
+                (its detectors keep their (x, y, t) coordinates).
+            model, backend, batch_size, threshold: as for ``for_circuit``.
+
+        ``predecode(dets)`` then takes bool or uint8[shots, dem.num_detectors], one
+        detection event per byte in the DEM's detector order (unpack sinter's
+        bit-packed rows first, little-endian bit order), and returns a
+        ``PreDecodeResult`` with ``residual`` bool[shots, dem.num_detectors] in the
+        same order and ``obs_flip`` bool[shots, 1]. Raises ValueError naming the
+        problem for a DEM it cannot lay out.
+
+        >>> import stim
+        >>> circuit = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3,
+        ...                                  rounds=2, after_clifford_depolarization=0.01)
+        >>> pd = PreDecoder.for_dem(circuit.detector_error_model(decompose_errors=True),
+        ...                         backend="numpy")
+        >>> dets = circuit.compile_detector_sampler(seed=3).sample(5)
+        >>> res = pd.predecode(dets)
+        >>> res.residual.shape, res.obs_flip.shape
+        ((5, 16), (5, 1))
+        >>> same = PreDecoder.for_circuit(circuit, backend="numpy").predecode(dets)
+        >>> bool((same.residual == res.residual).all() and (same.obs_flip == res.obs_flip).all())
+        True
+        """
+        return cls._laid_out(
+            PreDecoderGeometry.from_dem(dem),
+            model=model,
+            backend=backend,
+            batch_size=batch_size,
+            threshold=threshold,
+        )
+
+    @classmethod
+    def _laid_out(
+        cls,
+        geometry: PreDecoderGeometry,
+        *,
+        model: str | Path | QuantizedModel,
+        backend: str,
+        batch_size: int,
+        threshold: float | None,
+    ) -> PreDecoder:
         if backend == "auto":
             backend = available_backends()[0]
         return cls(
-            PreDecoderGeometry.from_circuit(circuit),
-            resolve_model(model),
-            backend,
-            batch_size=batch_size,
-            threshold=threshold,
+            geometry, resolve_model(model), backend, batch_size=batch_size, threshold=threshold
         )
 
     def _batches(self, dets: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:

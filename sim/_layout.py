@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import stim
 
-from ._scan import X_KIND, Z_KIND, scan_memory_circuit
+from ._scan import X_KIND, Z_KIND, scan_memory_circuit, scan_memory_dem
 
 __all__ = ["X_KIND", "Z_KIND", "DetectorLayout"]
 
@@ -40,7 +40,7 @@ def _frozen(array: npt.ArrayLike, dtype: npt.DTypeLike) -> np.ndarray:
 class DetectorLayout:
     """Detector → (kind, time, row, col) map of a rotated surface-code memory circuit.
 
-    Build it with :meth:`from_circuit`. Array fields are read-only numpy arrays:
+    Build it with :meth:`from_circuit` or :meth:`from_dem`. Array fields are read-only numpy arrays:
 
     - ``time``: int32[num_detectors], detector time coordinate t in 0..rounds; t ==
       rounds are the final detectors built from the data-qubit measurements.
@@ -250,3 +250,24 @@ class DetectorLayout:
         ('x', 3, 5)
         """
         return cls(**scan_memory_circuit(circuit))
+
+    @classmethod
+    def from_dem(cls, dem: stim.DetectorErrorModel) -> DetectorLayout:
+        """Lay out the circuit a detector error model came from, by its detector coordinates.
+
+        The detectors of ``dem`` must sit at the (x, y, t) coordinates of stim's
+        ``surface_code:rotated_memory_{basis}`` circuit (``qhil.sim.memory_circuit``'s,
+        any noise), in any order grouped by time. The stabilizers and the observable's
+        support are that circuit's, ``data_qubits`` and ``stabilizer_qubits`` its qubit
+        indices; the model's own errors are checked against that observable. Raises
+        ValueError naming the problem otherwise.
+
+        >>> c = stim.Circuit.generated("surface_code:rotated_memory_x", distance=5,
+        ...                            rounds=3, after_clifford_depolarization=0.01)
+        >>> layout = DetectorLayout.from_dem(c.detector_error_model(decompose_errors=True))
+        >>> layout.basis, layout.rounds
+        ('x', 3)
+        >>> bool((layout.kind == DetectorLayout.from_circuit(c).kind).all())
+        True
+        """
+        return cls(**scan_memory_dem(dem))

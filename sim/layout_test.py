@@ -215,3 +215,56 @@ def test_post_init_validates() -> None:
         row, col = kwargs["row"].copy(), kwargs["col"].copy()
         row[1], col[1] = row[0], col[0]
         DetectorLayout(**{**kwargs, "row": row, "col": col})
+
+
+def _fields(layout: DetectorLayout) -> dict[str, np.ndarray]:
+    return {f.name: getattr(layout, f.name) for f in dataclasses.fields(layout) if f.init}
+
+
+@pytest.mark.parametrize("basis", ["x", "z"])
+@pytest.mark.parametrize("name", ["sd6", "si1000", "stim-depolarizing"])
+def test_from_dem_equals_from_circuit(basis: str, name: str) -> None:
+    for d, rounds in ((3, 1), (5, 3)):
+        noise = NoiseModel.from_name(name, 0.002)
+        circuit = memory_circuit(distance=d, rounds=rounds, basis=basis, noise=noise)
+        # As sinter builds it.
+        dem = circuit.detector_error_model(decompose_errors=True, approximate_disjoint_errors=True)
+        want = _fields(DetectorLayout.from_circuit(circuit))
+        got = _fields(DetectorLayout.from_dem(dem))
+        assert want.keys() == got.keys()
+        for key, value in want.items():
+            assert np.array_equal(value, got[key]), key
+
+
+def test_from_dem_follows_the_models_detector_order() -> None:
+    # Declare round 0's four detectors in reverse: the layout follows the DEM's indices.
+    lines = str(_stim("z", 3, 2, after_clifford_depolarization=0.01)).splitlines()
+    first = [i for i, ln in enumerate(lines) if ln.startswith("DETECTOR(")][:4]
+    assert first == list(range(first[0], first[0] + 4))
+    lines[first[0] : first[-1] + 1] = reversed(lines[first[0] : first[-1] + 1])
+    circuit = stim.Circuit("\n".join(lines))
+    want = _fields(DetectorLayout.from_circuit(circuit))
+    got = _fields(DetectorLayout.from_dem(circuit.detector_error_model(decompose_errors=True)))
+    assert not np.array_equal(want["row"], DetectorLayout.from_circuit(_stim("z", 3, 2)).row)
+    for key, value in want.items():
+        assert np.array_equal(value, got[key]), key
+
+
+def test_from_dem_rejects_other_codes_and_other_observables() -> None:
+    with pytest.raises(ValueError, match="no detectors"):
+        DetectorLayout.from_dem(stim.DetectorErrorModel("error(0.1) L0"))
+    rep = stim.Circuit.generated("repetition_code:memory", distance=3, rounds=2)
+    with pytest.raises(ValueError, match="expected \\(x, y, t\\)"):
+        DetectorLayout.from_dem(rep.detector_error_model())
+    color = stim.Circuit.generated("color_code:memory_xyz", distance=3, rounds=2)
+    with pytest.raises(ValueError, match="surface_code:rotated_memory_x or _z"):
+        DetectorLayout.from_dem(color.detector_error_model(decompose_errors=True))
+    # Same detectors, but the observable times the weight-2 Z stabilizer at (0, 4):
+    # another logical representative, which the template's support would get wrong.
+    text = str(_stim("z", 3, 2, after_clifford_depolarization=0.01))
+    last = "OBSERVABLE_INCLUDE(0) rec[-7] rec[-8] rec[-9]"
+    assert text.rstrip().endswith(last)
+    other = stim.Circuit(text.replace(last, last + " rec[-3] rec[-6]"))
+    assert DetectorLayout.from_circuit(other).logical_support.sum() == 5
+    with pytest.raises(ValueError, match="flips the observable differently"):
+        DetectorLayout.from_dem(other.detector_error_model(decompose_errors=True))
