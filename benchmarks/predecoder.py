@@ -1,15 +1,18 @@
 """Benchmark: the pre-decoder's accuracy and effect, and its inference time per backend.
 
-Accuracy rows stream to ``docs/benchmarks/predecoder_accuracy.csv`` (sinter-style,
-resumable: rerunning continues where the CSV stopped); the summary goes to
-``predecoder_accuracy.md`` and ``.png``. Backend timings go to
-``predecoder_backends.md``. Shots are fresh: their seeds (>= 10**9) never occur
-in training. Run from the repository root::
+Accuracy rows stream to ``docs/benchmarks/predecoder_accuracy.csv``, collected by
+``sinter.collect`` (``qhil.host.run_accuracy``): sinter's own CSV, which ``sinter
+plot`` reads, resumable (rerunning continues where the CSV stopped); the summary
+goes to ``predecoder_accuracy.md`` and ``.png``. Backend timings go to
+``predecoder_backends.md``. Shots are fresh: sinter seeds stim from OS entropy,
+never the training seeds. Run from the repository root::
 
     python benchmarks/predecoder.py                  # the full grid (long on a CPU)
     python benchmarks/predecoder.py --distances 3,5 --noise sd6 --max-shots 20000
 
-The CSV is per model: after retraining, move the old one away first.
+The CSV is per model: after retraining, move the old one away first; so too a CSV
+written before the benchmark ran on sinter (one task name as the strong id of all
+four decoders' rows), which sinter refuses to read.
 
 These are measurements, never assertions.
 """
@@ -61,7 +64,12 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--min-errors", type=int, default=100, help="errors wanted per decoder")
     parser.add_argument("--max-shots", type=int, default=100_000, help="shots at most per task")
-    parser.add_argument("--chunk", type=int, default=10_000, help="shots per CSV row")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=10_000,
+        help="shots per sinter batch at most, and timed shots per task",
+    )
     parser.add_argument("--max-seconds-per-task", type=float, default=None)
     parser.add_argument("--model", default="default", help="packaged name or .npz path")
     parser.add_argument("--out", type=Path, default=OUT, help="results folder")

@@ -1,84 +1,64 @@
-"""``qhil bench accuracy``: logical error rates and the pre-decoder's effect, sinter-style.
+"""``qhil bench accuracy``: logical error rates of the pre-decoder pipelines, by ``sinter.collect``.
 
-For each task (basis, distance, rounds, noise, p) fresh shots are sampled in
-chunks, and on the same shots three decoders run:
+Each task (basis, distance, rounds, noise, p) is ``qhil.sim``'s memory circuit,
+sampled and decoded by sinter with four decoders, each until it has ``min_errors``
+errors or ``max_shots`` shots:
 
-- ``pymatching``: PyMatching 2, uncorrelated;
-- ``pymatching-correlated``: PyMatching 2 with ``enable_correlations=True``;
-- ``predecoder+pymatching``: the CNN pre-decoder, then uncorrelated PyMatching
-  on the residual (``final = obs_flip ^ MWPM(residual)``);
-- ``predecoder+pymatching-correlated``: the pipeline ``qhil run --decoder
-  predecoder`` runs: the same network at the threshold calibrated for
-  correlated matching (``default_threshold(model, correlated=True)``), then
-  correlated PyMatching on the residual.
+- ``pymatching`` / ``pymatching-correlated``: sinter's own PyMatching 2, plain and
+  with ``enable_correlations=True``;
+- ``qhil-predecoder``: the CNN pre-decoder, then PyMatching on the residual;
+- ``qhil-predecoder-correlated``: the pipeline ``qhil run --decoder predecoder``
+  runs (``qhil.kernels.sinter_decoders``).
 
-Both pre-decoder rows binarize one inference's logits, each at its own
-threshold; ``predecoder_ns`` is that inference.
+The CSV is sinter's own (``save_resume_filepath``): ``sinter plot`` reads it, and a
+second call resumes where the first stopped. Sinter samples every decoder's shots
+afresh, from OS entropy (never the seeds training draws). The pre-decoder rows'
+``json_metadata`` carries ``model_id`` (weights and thresholds), so their strong
+ids name the model: a call whose tasks already have rows under other strong ids
+(another model or circuit) refuses rather than mix them.
 
-Every chunk appends one CSV row per decoder in sinter's format
-(``shots,errors,discards,seconds,decoder,strong_id,json_metadata,custom_counts``),
-flushed at once, so an interrupted run loses at most the chunk in flight and a
-second call resumes where the first stopped. ``custom_counts`` holds sums
-(events before/after, wall-clock nanoseconds of each timed step, batch-1 shot
-counts) that add across chunks; ``summarize`` (``host/_accuracy_report.py``)
-turns them into densities, PyMatching µs per round (raw versus residual,
-batched and batch-1) and LER ratios, and ``write_summary`` into markdown tables
-and a plot.
-
-Seeds are ``seed_base + hash(strong_id, chunk index)`` with ``seed_base`` at
-least 10**9, so they never meet the seeds training draws, and a resumed run
-samples new shots rather than repeating old ones.
-
-``seconds`` in a row is the decoding wall time of that decoder for the chunk
-(for the pre-decoder row: inference plus PyMatching on the residual); sampling
-is not counted.
+Then a timing pass decodes ``min(chunk, max_shots)`` fresh shots of each task with
+all four decoders, batched and (the first 500) one shot at a time, and appends one
+row per decoder with no shots whose ``custom_counts`` hold the sums: nanoseconds,
+and, for the pre-decoder, detection events before and after it. Sinter adds them
+into the task's stats; ``host/_accuracy_report.py`` turns them into the time table.
 """
 
 from __future__ import annotations
 
-import csv
+import collections
 import dataclasses
+import functools
 import hashlib
-import io
-import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pymatching
+import sinter
+import stim
 
-from qhil.sim import BASES, NOISE_MODELS, NoiseModel, memory_circuit, sample_shots
+from qhil.kernels import (
+    SINTER_DECODERS,
+    PreDecodedMatching,
+    QuantizedModel,
+    default_threshold,
+    resolve_model,
+    sinter_decoders,
+)
+from qhil.sim import BASES, NOISE_MODELS, NoiseModel, memory_circuit
 
-__all__ = [
-    "ACCURACY_DECODERS",
-    "CSV_HEADER",
-    "AccuracyTask",
-    "chunk_seed",
-    "read_rows",
-    "run_accuracy",
-]
+__all__ = ["ACCURACY_DECODERS", "AccuracyTask", "run_accuracy", "time_decoders"]
 
 PM = "pymatching"
 PM_CORR = "pymatching-correlated"
-PRE = "predecoder+pymatching"
-PIPE = "predecoder+pymatching-correlated"
+PRE, PIPE = SINTER_DECODERS  # qhil-predecoder, qhil-predecoder-correlated
 ACCURACY_DECODERS: tuple[str, ...] = (PM, PM_CORR, PRE, PIPE)
 
-CSV_HEADER: tuple[str, ...] = (
-    "shots",
-    "errors",
-    "discards",
-    "seconds",
-    "decoder",
-    "strong_id",
-    "json_metadata",
-    "custom_counts",
-)
-
-_MIN_SEED_BASE = 10**9
-_B1_SHOTS = 500  # batch-1 timing: the first min(500, chunk) shots of each chunk
-_WARMUP_SHOTS = 64
+_B1_SHOTS = 500  # batch-1 timing: the first 500 shots of the timing pass
+_WARMUP_SHOTS = 16
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,7 +66,7 @@ class AccuracyTask:
     """One point of the accuracy sweep.
 
     >>> t = AccuracyTask(basis="z", distance=5, p=0.003)
-    >>> t.rounds, t.strong_id
+    >>> t.rounds, t.name
     (5, 'stim-depolarizing:z:d5:r5:p0.003')
     """
 
@@ -115,12 +95,12 @@ class AccuracyTask:
         NoiseModel.from_name(self.noise, self.p)  # validates p for this model
 
     @property
-    def strong_id(self) -> str:
-        """A stable string naming the task; the CSV's key for resuming."""
+    def name(self) -> str:
+        """A short stable string naming the task (progress lines)."""
         return f"{self.noise}:{self.basis}:d{self.distance}:r{self.rounds}:p{self.p!r}"
 
     def metadata(self) -> dict[str, Any]:
-        """The task as a JSON-ready dictionary (the CSV's ``json_metadata``)."""
+        """The task as a JSON-ready dictionary (the sinter rows' ``json_metadata``)."""
         return {
             "basis": self.basis,
             "distance": self.distance,
@@ -131,6 +111,10 @@ class AccuracyTask:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> AccuracyTask:
+        """The task of a row's ``json_metadata`` (other keys, like ``model_id``, ignored)."""
+        keys = ("basis", "distance", "rounds", "noise", "p")
+        if not isinstance(meta, dict) or not all(k in meta for k in keys):
+            raise ValueError(f"not an accuracy task's json_metadata (keys {keys}): {meta!r}")
         return cls(
             basis=meta["basis"],
             distance=int(meta["distance"]),
@@ -139,8 +123,8 @@ class AccuracyTask:
             p=float(meta["p"]),
         )
 
-    def circuit(self) -> Any:
-        """The noisy memory circuit (a ``stim.Circuit``)."""
+    def circuit(self) -> stim.Circuit:
+        """The noisy memory circuit."""
         assert self.rounds is not None
         return memory_circuit(
             distance=self.distance,
@@ -149,129 +133,28 @@ class AccuracyTask:
             noise=NoiseModel.from_name(self.noise, self.p),
         )
 
+    def sinter_tasks(self, *, model_id: str) -> list[sinter.Task]:
+        """One ``sinter.Task`` per decoder of ``ACCURACY_DECODERS``, sharing one DEM.
 
-def chunk_seed(strong_id: str, index: int, *, seed_base: int = 10**9) -> int:
-    """The sampling seed of chunk ``index`` of a task: ``seed_base`` plus a stable hash.
-
-    >>> chunk_seed("a", 0) == chunk_seed("a", 0) != chunk_seed("a", 1)
-    True
-    >>> chunk_seed("a", 0) >= 10**9
-    True
-    """
-    if seed_base < _MIN_SEED_BASE:
-        raise ValueError(f"seed_base must be >= {_MIN_SEED_BASE} (training seeds lie below)")
-    digest = hashlib.sha256(f"{strong_id}#{index}".encode()).digest()
-    return seed_base + int.from_bytes(digest[:8], "little") % 2**60
-
-
-# --------------------------------------------------------------------------- CSV
-
-
-def read_rows(csv_path: Path) -> list[dict[str, Any]]:
-    """The CSV's rows, parsed (numbers as ints/floats, JSON columns as dicts).
-
-    A missing or empty file has no rows; a last line cut off mid-write (no
-    newline) is ignored, and the next :func:`run_accuracy` removes it.
-    """
-    path = Path(csv_path)
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    if not text.strip():
-        return []
-    lines = text.splitlines(keepends=True)
-    header = next(csv.reader([lines[0]]))
-    if tuple(h.strip() for h in header) != CSV_HEADER:
-        raise ValueError(
-            f"{path}: not an accuracy CSV (header {header!r}, expected {list(CSV_HEADER)})"
-        )
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        if n == len(lines) and not line.endswith("\n"):
-            break  # the row in flight when a previous run stopped: not data
-        try:
-            fields = next(csv.reader([line]))
-            if len(fields) != len(CSV_HEADER):
-                raise ValueError(f"{len(fields)} fields")
-            rec = dict(zip(CSV_HEADER, (f.strip() for f in fields), strict=True))
-            rows.append(
-                {
-                    "shots": int(rec["shots"]),
-                    "errors": int(rec["errors"]),
-                    "discards": int(rec["discards"]),
-                    "seconds": float(rec["seconds"]),
-                    "decoder": rec["decoder"],
-                    "strong_id": rec["strong_id"],
-                    "json_metadata": json.loads(rec["json_metadata"]),
-                    "custom_counts": json.loads(rec["custom_counts"] or "{}"),
-                }
+        The DEM is the one sinter would build, given here so that strong ids are
+        known before collecting. The pre-decoder tasks' metadata adds ``model_id``.
+        """
+        circuit = self.circuit()
+        dem = circuit.detector_error_model(decompose_errors=True, approximate_disjoint_errors=True)
+        meta = self.metadata()
+        return [
+            sinter.Task(
+                circuit=circuit,
+                detector_error_model=dem,
+                decoder=dec,
+                json_metadata={**meta, "model_id": model_id} if dec in SINTER_DECODERS else meta,
             )
-        except (ValueError, csv.Error) as exc:
-            raise ValueError(f"{path}:{n}: malformed row ({exc})") from exc
-    return rows
+            for dec in ACCURACY_DECODERS
+        ]
 
 
-def _format_row(
-    *,
-    shots: int,
-    errors: int,
-    seconds: float,
-    decoder: str,
-    strong_id: str,
-    metadata: dict[str, Any],
-    counts: dict[str, int],
-) -> list[str]:
-    return [
-        str(shots),
-        str(errors),
-        "0",
-        f"{seconds:.6f}",
-        decoder,
-        strong_id,
-        json.dumps(metadata, sort_keys=True, separators=(",", ":")),
-        json.dumps(counts, sort_keys=True, separators=(",", ":")),
-    ]
-
-
-def _drop_cut_line(csv_path: Path) -> None:
-    """Truncate a last line left without its newline by an interrupted write."""
-    with open(csv_path, "r+b") as f:
-        f.seek(0, 2)
-        size = f.tell()
-        if size == 0:
-            return
-        f.seek(-1, 2)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)
-
-
-def _append(csv_path: Path, rows: Sequence[list[str]]) -> None:
-    """Append rows in one write, flushed; the header first if the file is new."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    fresh = not csv_path.exists() or csv_path.stat().st_size == 0
-    if fresh:
-        writer.writerow(CSV_HEADER)
-    else:
-        _drop_cut_line(csv_path)
-    writer.writerows(rows)
-    with open(csv_path, "a", newline="") as f:
-        f.write(buf.getvalue())
-        f.flush()
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _model_id(model: Any) -> str:
+def _model_id(model: QuantizedModel) -> str:
     """The weights and the default thresholds: a CSV's rows must share all of them."""
-    from qhil.kernels import default_threshold
-
     h = hashlib.sha256()
     h.update(f"{model.weight_bits},{model.act_bits}".encode())
     h.update(f"{default_threshold(model)},{default_threshold(model, correlated=True)}".encode())
@@ -282,257 +165,211 @@ def _model_id(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Progress:
-    shots: dict[str, int]
-    errors: dict[str, int]
-    chunks: int
-    model_ids: frozenset[str]
-
-
-def _progress_of(rows: Iterable[dict[str, Any]], strong_id: str) -> _Progress:
-    shots = dict.fromkeys(ACCURACY_DECODERS, 0)
-    errors = dict.fromkeys(ACCURACY_DECODERS, 0)
-    count = dict.fromkeys(ACCURACY_DECODERS, 0)
-    model_ids = set()
-    for r in rows:
-        if r["strong_id"] != strong_id or r["decoder"] not in shots:
-            continue
-        shots[r["decoder"]] += r["shots"]
-        errors[r["decoder"]] += r["errors"]
-        count[r["decoder"]] += 1
-        if r["decoder"] == PRE and "model_id" in r["json_metadata"]:
-            model_ids.add(r["json_metadata"]["model_id"])
-    return _Progress(shots, errors, max(count.values()), frozenset(model_ids))
-
-
-def _done(prog: _Progress, *, min_errors: int, max_shots: int) -> bool:
-    return max(prog.shots.values()) >= max_shots or all(
-        e >= min_errors for e in prog.errors.values()
-    )
-
-
-def _mismatches(pred: np.ndarray, obs: np.ndarray) -> int:
-    return int(np.any(np.asarray(pred, dtype=bool) != obs, axis=1).sum())
-
-
-def _decode_b1(matching: Any, dets: np.ndarray, *, correlated: bool = False) -> int:
+def _timed(decode: Callable[[np.ndarray], Any], shots: np.ndarray, b1: int) -> tuple[Any, int, int]:
+    """``decode(shots)``, its nanoseconds, and those of decoding ``shots[:b1]`` one by one."""
+    decode(shots[:_WARMUP_SHOTS])  # JIT compilation and caches stay out of the timing
     t0 = time.perf_counter_ns()
-    for i in range(dets.shape[0]):
-        matching.decode(dets[i], enable_correlations=correlated)
-    return time.perf_counter_ns() - t0
-
-
-def _predecode_b1(pre: Any, dets: np.ndarray) -> int:
+    out = decode(shots)
+    batched = time.perf_counter_ns() - t0
     t0 = time.perf_counter_ns()
-    for i in range(dets.shape[0]):
-        pre.predecode(dets[i : i + 1])
-    return time.perf_counter_ns() - t0
+    for i in range(b1):
+        decode(shots[i : i + 1])
+    return out, batched, time.perf_counter_ns() - t0
 
 
-@dataclasses.dataclass(frozen=True)
-class _Decoders:
-    """The four decoders of one task, and how one chunk of shots is decoded and timed."""
+def time_decoders(
+    circuit: stim.Circuit,
+    dem: stim.DetectorErrorModel,
+    *,
+    model: str | Path | QuantizedModel,
+    backend: str,
+    shots: int,
+) -> dict[str, dict[str, int]]:
+    """Timing counts of each of ``ACCURACY_DECODERS`` on the same ``shots`` fresh shots.
 
-    plain: Any  # pymatching.Matching
-    corr: Any  # pymatching.Matching with correlations
-    pre: Any  # PreDecoder at the model's threshold for plain matching
-    pipe_pre: Any  # the same network at the threshold for correlated matching
-
-    @classmethod
-    def for_circuit(cls, circuit: Any, model: Any, backend: str) -> _Decoders:
-        import pymatching
-
-        from qhil.kernels import PreDecoder, default_threshold
-
-        dem = circuit.detector_error_model(decompose_errors=True)
-        pre = PreDecoder.for_circuit(circuit, model=model, backend=backend)
-        return cls(
-            plain=pymatching.Matching.from_detector_error_model(dem),
-            corr=pymatching.Matching.from_detector_error_model(dem, enable_correlations=True),
-            pre=pre,
-            # The pipeline (``qhil run --decoder predecoder``): the same network at the
-            # threshold calibrated for correlated matching behind it.
-            pipe_pre=PreDecoder.for_circuit(
-                circuit, model=model, backend=pre.backend,
-                threshold=default_threshold(model, correlated=True),
-            ),
-        )  # fmt: skip
-
-    def warm_up(self, dets: np.ndarray) -> None:
-        dets8 = dets.astype(np.uint8)
-        self.plain.decode_batch(dets8)
-        self.corr.decode_batch(dets8, enable_correlations=True)
-        self.pre.predecode(dets)
-        _decode_b1(self.plain, dets8[:8])
-        _predecode_b1(self.pre, dets[:2])
-
-    def _matched(self, res: Any, *, correlated: bool, b1: int) -> tuple[np.ndarray, int, int]:
-        """Predictions of ``obs_flip ^ PyMatching(residual)``, batched and batch-1 ns."""
-        m = self.corr if correlated else self.plain
-        resid8 = res.residual.astype(np.uint8)
-        t0 = time.perf_counter_ns()
-        rest = m.decode_batch(resid8, enable_correlations=correlated)
-        ns = time.perf_counter_ns() - t0
-        b1_ns = _decode_b1(m, resid8[:b1], correlated=correlated)
-        return res.obs_flip.astype(bool) ^ np.asarray(rest, dtype=bool), ns, b1_ns
-
-    def chunk(
-        self, dets: np.ndarray, obs: np.ndarray
-    ) -> tuple[dict[str, int], dict[str, float], dict[str, dict[str, int]]]:
-        """Errors, decoding seconds and custom counts of each decoder on one chunk."""
-        dets8 = dets.astype(np.uint8)
-        b1 = min(_B1_SHOTS, dets.shape[0])
-        t0 = time.perf_counter_ns()
-        pred_pm = self.plain.decode_batch(dets8)
-        ns_pm = time.perf_counter_ns() - t0
-        b1_pm = _decode_b1(self.plain, dets8[:b1])
-        t0 = time.perf_counter_ns()
-        pred_corr = self.corr.decode_batch(dets8, enable_correlations=True)
-        ns_corr = time.perf_counter_ns() - t0
-        b1_corr = _decode_b1(self.corr, dets8[:b1], correlated=True)
-        t0 = time.perf_counter_ns()
-        logits = self.pre.logits(dets)
-        res = self.pre.predecode(dets, logits=logits)
-        ns_pre = time.perf_counter_ns() - t0
-        res_p = self.pipe_pre.predecode(dets, logits=logits)
-        b1_pre = _predecode_b1(self.pre, dets[:b1])
-        pred_pre, ns_resid, b1_resid = self._matched(res, correlated=False, b1=b1)
-        pred_pipe, ns_pipe, b1_pipe = self._matched(res_p, correlated=True, b1=b1)
-        err = {
-            PM: _mismatches(pred_pm, obs),
-            PM_CORR: _mismatches(pred_corr, obs),
-            PRE: _mismatches(pred_pre, obs),
-            PIPE: _mismatches(pred_pipe, obs),
+    Every decoder gets ``timed_shots``, ``decode_ns`` (``decode_batch`` of all of
+    them), ``b1_shots`` and ``b1_ns`` (the first ``b1_shots``, one call each). The
+    pre-decoder pipelines add the split: ``predecoder_ns`` / ``predecoder_b1_ns``
+    (inference) and ``residual_decode_ns`` / ``residual_b1_ns`` (PyMatching on the
+    residual), ``detection_events`` / ``residual_events`` out of
+    ``detectors_checked``, ``corrections``, and ``backend=<name>``: shots timed on it.
+    """
+    dets = circuit.compile_detector_sampler().sample(shots)
+    dets8 = dets.astype(np.uint8)
+    b1 = min(_B1_SHOTS, shots)
+    counts: dict[str, dict[str, int]] = {}
+    for name, correlated in ((PM, False), (PM_CORR, True)):
+        m = pymatching.Matching.from_detector_error_model(dem, enable_correlations=correlated)
+        decode = functools.partial(m.decode_batch, enable_correlations=correlated)
+        _, ns, b1_ns = _timed(decode, dets8, b1)
+        counts[name] = {"timed_shots": shots, "decode_ns": ns, "b1_shots": b1, "b1_ns": b1_ns}
+    for name, correlated in SINTER_DECODERS.items():
+        pipe = PreDecodedMatching.from_dem(dem, model=model, backend=backend, correlated=correlated)
+        res, pre_ns, pre_b1 = _timed(pipe.predecoder.predecode, dets, b1)
+        decode = functools.partial(pipe.matching.decode_batch, enable_correlations=correlated)
+        _, pm_ns, pm_b1 = _timed(decode, res.residual.astype(np.uint8), b1)
+        counts[name] = {
+            "timed_shots": shots,
+            "decode_ns": pre_ns + pm_ns,
+            "b1_shots": b1,
+            "b1_ns": pre_b1 + pm_b1,
+            "predecoder_ns": pre_ns,
+            "predecoder_b1_ns": pre_b1,
+            "residual_decode_ns": pm_ns,
+            "residual_b1_ns": pm_b1,
+            "detection_events": int(dets.sum()),
+            "residual_events": int(res.residual.sum()),
+            "detectors_checked": int(dets.size),
+            "corrections": int(res.corrections.sum()),
+            f"backend={pipe.predecoder.backend}": shots,
         }
-        ns = {PM: ns_pm, PM_CORR: ns_corr, PRE: ns_pre + ns_resid, PIPE: ns_pre + ns_pipe}
-        counts = {
-            PM: {"decode_ns": ns_pm, "pm_raw_b1_ns": b1_pm, "b1_shots": b1},
-            PM_CORR: {"decode_ns": ns_corr, "b1_ns": b1_corr, "b1_shots": b1},
-            PRE: {
-                "events_before": int(dets.sum()),
-                "events_after": int(res.residual.sum()),
-                "predecoder_ns": ns_pre,
-                "predecoder_b1_ns": b1_pre,
-                "corrections": int(np.asarray(res.corrections).sum()),
-                "pm_residual_ns": ns_resid,
-                "pm_residual_b1_ns": b1_resid,
-                "b1_shots": b1,
-            },
-            PIPE: {
-                "events_after": int(res_p.residual.sum()),
-                "decode_ns": ns[PIPE],
-                "b1_ns": b1_pre + b1_pipe,
-                "b1_shots": b1,
-            },
-        }
-        return err, {k: v * 1e-9 for k, v in ns.items()}, counts
+    return counts
+
+
+class _OutOfTime(Exception):
+    """Raised from sinter's progress callback to end a task's collection early."""
+
+
+def _refuse_mixing(
+    stats: dict[str, sinter.TaskStats], jobs: dict[str, list[sinter.Task]], csv_path: Path
+) -> None:
+    """Refuse a CSV whose rows for these tasks come from another model or circuit."""
+    known = {
+        (AccuracyTask.from_metadata(s.json_metadata).name, s.decoder): sid
+        for sid, s in stats.items()
+    }
+    for name, task_jobs in jobs.items():
+        for job in task_jobs:
+            sid = known.get((name, job.decoder))
+            if sid is not None and sid != job.strong_id():
+                raise ValueError(
+                    f"{csv_path} holds {job.decoder} rows for {name} from another model "
+                    "(or another circuit); use a new CSV file per model"
+                )
 
 
 def run_accuracy(
     tasks: Iterable[AccuracyTask],
     *,
     csv_path: Path,
-    model: Any = "default",
+    model: str | Path | QuantizedModel = "default",
     backend: str = "auto",
     min_errors: int = 100,
     max_shots: int = 200_000,
     chunk: int = 10_000,
     max_seconds_per_task: float | None = None,
-    seed_base: int = 10**9,
+    num_workers: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Sample and decode each task until its targets are met, appending to ``csv_path``.
+    """Collect each task with sinter until its targets are met, appending to ``csv_path``.
 
-    A task stops once every decoder has ``min_errors`` errors, or it reached
-    ``max_shots`` shots (counting rows already in the CSV), or this call spent
-    ``max_seconds_per_task`` on it. Rows already in the CSV count: a second call
-    with the same targets does nothing, one with higher targets continues.
+    Each decoder of a task stops at ``min_errors`` errors or ``max_shots`` shots,
+    counting the rows already in the CSV: a second call with the same targets
+    samples nothing, one with higher targets continues. A task whose decoders
+    all have shots and no timing yet then gets the timing pass.
 
     Args:
         tasks: the points to measure.
-        csv_path: sinter-format CSV, created if missing, appended to otherwise.
+        csv_path: sinter's CSV (``save_resume_filepath``), created if missing.
         model: pre-decoder model: packaged name, ``.npz`` path or ``QuantizedModel``.
-        backend: pre-decoder backend (``qhil.kernels.BACKENDS``) or "auto".
-        min_errors: errors wanted from every decoder.
-        max_shots: shots at most per task.
-        chunk: shots per chunk (one CSV row per decoder per chunk).
-        max_seconds_per_task: wall-clock budget of this call per task, or None.
-        seed_base: the lowest seed; at least 10**9.
-        progress: called with one line of text after each chunk.
+        backend: pre-decoder batch backend ("numpy", "numba", "cuda") or "auto".
+        min_errors: errors wanted from every decoder (sinter's ``max_errors``).
+        max_shots: shots at most per decoder and task.
+        chunk: shots per sinter batch at most (``max_batch_size``), and the
+            timing pass's shots (at most ``max_shots``).
+        max_seconds_per_task: stop collecting a task at the first result after
+            this many seconds of this call (batches still in flight are lost);
+            None for no limit. The timing pass is not counted.
+        num_workers: sinter worker processes.
+        progress: called with one line of text per result sinter reports.
     """
-    from qhil.kernels import resolve_model
-
-    if chunk < 1 or max_shots < 1 or min_errors < 0:
-        raise ValueError("need chunk >= 1, max_shots >= 1 and min_errors >= 0")
-    if seed_base < _MIN_SEED_BASE:
-        raise ValueError(f"seed_base must be >= {_MIN_SEED_BASE} (training seeds lie below)")
-    csv_path = Path(csv_path)
+    if chunk < 1 or max_shots < 1 or min_errors < 0 or num_workers < 1:
+        raise ValueError("need chunk >= 1, max_shots >= 1, min_errors >= 0 and num_workers >= 1")
     tasks = list(tasks)
-    ids = [t.strong_id for t in tasks]
-    if len(set(ids)) != len(ids):
+    if len({t.name for t in tasks}) != len(tasks):
         raise ValueError("tasks must be distinct")
-    rows = read_rows(csv_path)
+    csv_path = Path(csv_path)
     qmodel = resolve_model(model)
     model_id = _model_id(qmodel)
-    model_name = str(model) if isinstance(model, (str, Path)) else "<QuantizedModel>"
+    stats: dict[str, sinter.TaskStats] = {}
+    if csv_path.exists():
+        stats = {s.strong_id: s for s in sinter.read_stats_from_csv_files(csv_path)}
+    jobs = {task.name: task.sinter_tasks(model_id=model_id) for task in tasks}
+    _refuse_mixing(stats, jobs, csv_path)
 
-    for task in tasks:
-        sid = task.strong_id
-        prog = _progress_of(rows, sid)
-        if prog.model_ids - {model_id}:
-            raise ValueError(
-                f"{csv_path} holds {PRE} rows for {sid} from another model "
-                f"({', '.join(sorted(prog.model_ids))}, this one is {model_id}); "
-                "use a new CSV file per model"
-            )
-        if _done(prog, min_errors=min_errors, max_shots=max_shots):
-            continue
-        circuit = task.circuit()
-        decoders = _Decoders.for_circuit(circuit, qmodel, backend)
-        meta = task.metadata()
-        pre_meta = {**meta, "backend": decoders.pre.backend, "model": model_name,
-                    "model_id": model_id}  # fmt: skip
-        # Warm up (JIT, caches) on shots from a seed no chunk uses (index -1).
-        warm_seed = chunk_seed(sid, -1, seed_base=seed_base)
-        decoders.warm_up(sample_shots(circuit, shots=_WARMUP_SHOTS, seed=warm_seed).detectors)
+    options = {
+        "num_workers": num_workers,
+        "save_resume_filepath": csv_path,
+        "custom_decoders": sinter_decoders(model=qmodel, backend=backend),
+        "max_shots": max_shots,
+        "max_errors": min_errors,
+        "max_batch_size": chunk,
+    }
+    for name, task_jobs in jobs.items():
+        _collect(task_jobs, stats, name=name, options=options, budget=max_seconds_per_task,
+                 progress=progress)  # fmt: skip
+        _time_if_due(task_jobs, stats, csv_path=csv_path, model=qmodel, backend=backend,
+                     shots=min(chunk, max_shots))  # fmt: skip
 
-        started = time.monotonic()
-        index = prog.chunks
-        shots_done = max(prog.shots.values())
-        errors = dict(prog.errors)
-        while True:
-            n = min(chunk, max_shots - shots_done)
-            batch = sample_shots(circuit, shots=n, seed=chunk_seed(sid, index, seed_base=seed_base))
-            err, seconds, counts = decoders.chunk(batch.detectors, batch.observables)
-            _append(
-                csv_path,
-                [
-                    _format_row(
-                        shots=n,
-                        strong_id=sid,
-                        errors=err[dec],
-                        seconds=seconds[dec],
-                        decoder=dec,
-                        metadata=pre_meta if dec in (PRE, PIPE) else meta,
-                        counts=counts[dec],
-                    )
-                    for dec in ACCURACY_DECODERS
-                ],
-            )
-            index += 1
-            shots_done += n
-            for k, v in err.items():
-                errors[k] += v
+
+def _collect(
+    jobs: list[sinter.Task],
+    stats: dict[str, sinter.TaskStats],
+    *,
+    name: str,
+    options: dict[str, Any],
+    budget: float | None,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """``sinter.collect`` one task's jobs, adding what it reports into ``stats``."""
+    started = time.monotonic()
+
+    def on_progress(update: sinter.Progress) -> None:
+        for s in update.new_stats:
+            stats[s.strong_id] = stats[s.strong_id] + s if s.strong_id in stats else s
+            total = stats[s.strong_id]
             if progress is not None:
-                progress(
-                    f"{sid}: {shots_done} shots, errors "
-                    + ", ".join(f"{k}={errors[k]}" for k in ACCURACY_DECODERS)
-                )
-            if shots_done >= max_shots or all(e >= min_errors for e in errors.values()):
-                break
-            if (
-                max_seconds_per_task is not None
-                and time.monotonic() - started >= max_seconds_per_task
-            ):
-                break
+                progress(f"{name} {s.decoder}: {total.shots} shots, {total.errors} errors")
+        if update.new_stats and budget is not None and time.monotonic() - started >= budget:
+            raise _OutOfTime
+
+    try:
+        sinter.collect(tasks=jobs, progress_callback=on_progress, **options)
+    except _OutOfTime:
+        pass  # leaving sinter.collect stops its workers; what they reported is saved
+
+
+def _time_if_due(
+    jobs: list[sinter.Task],
+    stats: dict[str, sinter.TaskStats],
+    *,
+    csv_path: Path,
+    model: QuantizedModel,
+    backend: str,
+    shots: int,
+) -> None:
+    """Append the timing pass's rows for a task whose decoders all have shots and no timing."""
+    ids = [job.strong_id() for job in jobs]
+    have = [stats.get(sid) for sid in ids]
+    if any(s is None or s.shots == 0 for s in have) or all(
+        s is not None and "timed_shots" in s.custom_counts for s in have
+    ):
+        return
+    job = jobs[0]
+    assert job.circuit is not None and job.detector_error_model is not None
+    counts = time_decoders(
+        job.circuit, job.detector_error_model, model=model, backend=backend, shots=shots
+    )
+    rows = []
+    for sid, task in zip(ids, jobs, strict=True):
+        assert task.decoder is not None
+        row = sinter.TaskStats(
+            strong_id=sid,
+            decoder=task.decoder,
+            json_metadata=task.json_metadata,
+            custom_counts=collections.Counter(counts[task.decoder]),
+        )
+        stats[sid] = stats[sid] + row
+        rows.append(row.to_csv_line())
+    with open(csv_path, "a") as f:
+        f.write("".join(line + "\n" for line in rows))

@@ -1,8 +1,9 @@
 """The accuracy sweep's summary: per-task figures, a markdown report and a plot.
 
-:func:`summarize` sums a ``qhil bench accuracy`` CSV (``host/_accuracy.py``)
-over its chunks; :func:`write_summary` turns that into two markdown tables
-(accuracy, then time) and a log-log plot of LER against p.
+:func:`summarize` reads a ``qhil bench accuracy`` CSV (sinter's, ``host/_accuracy.py``)
+with ``sinter.read_stats_from_csv_files``, which sums each task's rows;
+:func:`write_summary` turns that into two markdown tables (accuracy, then time)
+and a log-log plot of LER against p.
 """
 
 from __future__ import annotations
@@ -12,18 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sinter
 
-from qhil.host._accuracy import (
-    ACCURACY_DECODERS,
-    PIPE,
-    PM,
-    PM_CORR,
-    PRE,
-    AccuracyTask,
-    read_rows,
-)
+from qhil.host._accuracy import ACCURACY_DECODERS, PIPE, PM, PM_CORR, PRE, AccuracyTask
 from qhil.host._stats import wilson_interval
-from qhil.sim import memory_circuit
 
 __all__ = ["summarize", "write_summary"]
 
@@ -56,64 +49,50 @@ def _div(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _group(csv_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Rows summed per (task, decoder)."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in read_rows(Path(csv_path)):
-        g = groups.setdefault(
-            (r["strong_id"], r["decoder"]),
-            {"meta": r["json_metadata"], "shots": 0, "errors": 0, "discards": 0,
-             "seconds": 0.0, "counts": {}, "backends": set()},
-        )  # fmt: skip
-        for k in ("shots", "errors", "discards", "seconds"):
-            g[k] += r[k]
-        for k, v in r["custom_counts"].items():
-            g["counts"][k] = g["counts"].get(k, 0) + v
-        if "backend" in r["json_metadata"]:
-            g["backends"].add(r["json_metadata"]["backend"])
+def _group(csv_path: Path) -> dict[tuple[str, str], sinter.TaskStats]:
+    """The CSV's stats per (task name, decoder); one model's only."""
+    groups: dict[tuple[str, str], sinter.TaskStats] = {}
+    for stat in sinter.read_stats_from_csv_files(Path(csv_path)):
+        key = (AccuracyTask.from_metadata(stat.json_metadata).name, stat.decoder)
+        if key in groups:
+            raise ValueError(
+                f"{csv_path} holds two sets of {key[1]} rows for {key[0]} (from two "
+                "models?); keep one CSV file per model"
+            )
+        groups[key] = stat
     return groups
 
 
-def _per(row: dict[str, Any] | None, key: str, *, shots_key: str = "", scale: float) -> Any:
-    """A summed count over the row's shots (or its ``shots_key`` count), times ``scale``."""
+def _per(row: dict[str, Any] | None, key: str, *, per: str = "timed_shots", scale: float) -> Any:
+    """A summed count over another (the timing pass's shots by default), times ``scale``."""
     if row is None:
         return None
     c = row["counts"]
-    n = c.get(shots_key, 0) if shots_key else row["shots"]
-    return c[key] / n * scale if n and key in c else None
+    return c[key] / c[per] * scale if c.get(per) and key in c else None
 
 
 def _task_figures(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The whole task's figures from its decoders' rows (None where one is missing)."""
     a, b, c, e = (rows.get(k) for k in (PM, PM_CORR, PRE, PIPE))
-    any_row = next(iter(rows.values()))
-    rounds, ndet = any_row["rounds"], any_row["num_detectors"]
-    us_round, us = 1e-3 / rounds, 1e-3
+    us_round, us = 1e-3 / next(iter(rows.values()))["rounds"], 1e-3
     fig: dict[str, Any] = dict.fromkeys(_FIGURES)
-    if c is not None and c["shots"]:
-        fig["density_before"] = _per(c, "events_before", scale=1 / ndet)
-        fig["density_after"] = _per(c, "events_after", scale=1 / ndet)
-        fig["density_cut"] = _div(fig["density_before"], fig["density_after"])
-        fig["pm_us_per_round_residual"] = _per(c, "pm_residual_ns", scale=us_round)
-        fig["pm_b1_us_per_round_residual"] = _per(
-            c, "pm_residual_b1_ns", shots_key="b1_shots", scale=us_round
-        )
-        fig["predecoder_us_per_shot"] = _per(c, "predecoder_ns", scale=us)
-        fig["predecoder_b1_us_per_shot"] = _per(
-            c, "predecoder_b1_ns", shots_key="b1_shots", scale=us
-        )
+    fig["density_before"] = _per(c, "detection_events", per="detectors_checked", scale=1.0)
+    fig["density_after"] = _per(c, "residual_events", per="detectors_checked", scale=1.0)
+    fig["density_cut"] = _div(fig["density_before"], fig["density_after"])
+    fig["pipeline_density_cut"] = _per(e, "detection_events", per="residual_events", scale=1.0)
     fig["pm_us_per_round_raw"] = _per(a, "decode_ns", scale=us_round)
-    fig["pm_b1_us_per_round_raw"] = _per(a, "pm_raw_b1_ns", shots_key="b1_shots", scale=us_round)
-    fig["pm_corr_us_per_round"] = _per(b, "decode_ns", scale=us_round)
-    fig["pm_corr_us_per_shot"] = _per(b, "decode_ns", scale=us)
-    fig["pm_corr_b1_us_per_shot"] = _per(b, "b1_ns", shots_key="b1_shots", scale=us)
-    fig["pipeline_density_cut"] = _div(
-        _per(c, "events_before", scale=1.0), _per(e, "events_after", scale=1.0)
-    )
-    fig["pipeline_us_per_shot"] = _per(e, "decode_ns", scale=us)
-    fig["pipeline_b1_us_per_shot"] = _per(e, "b1_ns", shots_key="b1_shots", scale=us)
+    fig["pm_us_per_round_residual"] = _per(c, "residual_decode_ns", scale=us_round)
+    fig["pm_b1_us_per_round_raw"] = _per(a, "b1_ns", per="b1_shots", scale=us_round)
+    fig["pm_b1_us_per_round_residual"] = _per(c, "residual_b1_ns", per="b1_shots", scale=us_round)
     fig["pm_speedup"] = _div(fig["pm_us_per_round_raw"], fig["pm_us_per_round_residual"])
     fig["pm_b1_speedup"] = _div(fig["pm_b1_us_per_round_raw"], fig["pm_b1_us_per_round_residual"])
+    fig["pm_corr_us_per_round"] = _per(b, "decode_ns", scale=us_round)
+    fig["pm_corr_us_per_shot"] = _per(b, "decode_ns", scale=us)
+    fig["pm_corr_b1_us_per_shot"] = _per(b, "b1_ns", per="b1_shots", scale=us)
+    fig["predecoder_us_per_shot"] = _per(c, "predecoder_ns", scale=us)
+    fig["predecoder_b1_us_per_shot"] = _per(c, "predecoder_b1_ns", per="b1_shots", scale=us)
+    fig["pipeline_us_per_shot"] = _per(e, "decode_ns", scale=us)
+    fig["pipeline_b1_us_per_shot"] = _per(e, "b1_ns", per="b1_shots", scale=us)
     ler_pm, ler_corr, ler_pre, ler_pipe = (r["ler"] if r else None for r in (a, b, c, e))
     fig["ler_ratio_pm"] = _div(ler_pm, ler_pre)
     fig["ler_ratio_pm_corr"] = _div(ler_corr, ler_pre)
@@ -123,59 +102,55 @@ def _task_figures(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(csv_path: Path, *, min_errors: int = 100) -> list[dict[str, Any]]:
-    """One dictionary per (task, decoder), summed over the CSV's chunks.
+    """One dictionary per (task, decoder), from sinter's sums of the CSV's rows.
 
-    Each has the task's fields, ``strong_id``, ``decoder``, ``shots``,
-    ``errors``, ``seconds``, ``ler`` (per shot), ``ler_lo``/``ler_hi`` (95%
-    Wilson), ``enough_errors`` (``errors >= min_errors``) and ``counts``
-    (summed ``custom_counts``), plus figures of the whole task, the same on
-    each of its rows (None where a decoder is missing or a divisor is 0):
+    Each has the task's fields, ``task`` (``AccuracyTask.name``), ``decoder``,
+    ``shots``, ``errors``, ``discards``, ``seconds`` (sinter's: sampling and
+    decoding), ``ler`` (per shot), ``ler_lo``/``ler_hi`` (95% Wilson),
+    ``enough_errors`` (``errors >= min_errors``) and ``counts`` (summed
+    ``custom_counts``: the timing pass's), plus figures of the whole task, the
+    same on each of its rows (None where a decoder or its timing is missing):
 
     - ``density_before`` / ``density_after``: detection events per detector
       per shot, before and after the pre-decoder; ``density_cut``: their ratio;
+      ``pipeline_density_cut``: the same cut at the pipeline's threshold;
     - ``pm_us_per_round_raw`` / ``pm_us_per_round_residual`` (batched) and
       ``pm_b1_us_per_round_raw`` / ``pm_b1_us_per_round_residual`` (one shot
-      per ``decode``): PyMatching µs per round, means; ``pm_speedup`` and
+      per call): PyMatching µs per round, means; ``pm_speedup`` and
       ``pm_b1_speedup``: raw over residual;
     - ``pm_corr_us_per_round``, ``pm_corr_us_per_shot`` and
       ``pm_corr_b1_us_per_shot``: correlated PyMatching alone;
     - ``predecoder_us_per_shot`` / ``predecoder_b1_us_per_shot``: inference;
     - ``pipeline_us_per_shot`` / ``pipeline_b1_us_per_shot``: inference plus
       correlated PyMatching on the residual;
-    - ``pipeline_density_cut``: the same cut for the pipeline's threshold;
     - ``ler_ratio_pm`` / ``ler_ratio_pm_corr``: LER of PyMatching (uncorrelated
       / correlated) over LER of pre-decoder + PyMatching;
     - ``pipeline_gain_pm`` / ``pipeline_gain_pm_corr``: the same over the
       pipeline's LER (above 1: the pipeline is better);
-    - ``backends``: the pre-decoder backends the rows were taken with.
+    - ``backends``: the pre-decoder backends the timing pass ran on.
     """
-    detectors: dict[tuple[int, int, str], int] = {}
     out: list[dict[str, Any]] = []
     by_task: dict[str, dict[str, dict[str, Any]]] = {}
-    for (sid, decoder), g in _group(csv_path).items():
-        task = AccuracyTask.from_metadata(g["meta"])
-        assert task.rounds is not None
-        lo, hi = wilson_interval(g["errors"], g["shots"])
-        dkey = (task.distance, task.rounds, task.basis)
-        if dkey not in detectors:
-            detectors[dkey] = memory_circuit(
-                distance=task.distance, rounds=task.rounds, basis=task.basis
-            ).num_detectors
+    for (name, decoder), stat in _group(csv_path).items():
+        counts = dict(stat.custom_counts)
+        lo, hi = wilson_interval(stat.errors, stat.shots)
         row = {
-            **task.metadata(),
-            "strong_id": sid,
+            **AccuracyTask.from_metadata(stat.json_metadata).metadata(),
+            "task": name,
             "decoder": decoder,
-            **{k: g[k] for k in ("shots", "errors", "discards", "seconds")},
-            "ler": g["errors"] / g["shots"] if g["shots"] else 0.0,
+            "shots": stat.shots,
+            "errors": stat.errors,
+            "discards": stat.discards,
+            "seconds": stat.seconds,
+            "ler": stat.errors / stat.shots if stat.shots else 0.0,
             "ler_lo": lo,
             "ler_hi": hi,
-            "enough_errors": g["errors"] >= min_errors,
-            "counts": dict(g["counts"]),
-            "backends": sorted(g["backends"]),
-            "num_detectors": detectors[dkey],
+            "enough_errors": stat.errors >= min_errors,
+            "counts": counts,
+            "backends": sorted(k.split("=", 1)[1] for k in counts if k.startswith("backend=")),
         }
         out.append(row)
-        by_task.setdefault(sid, {})[decoder] = row
+        by_task.setdefault(name, {})[decoder] = row
     for rows in by_task.values():
         fig = _task_figures(rows)
         for row in rows.values():
@@ -252,7 +227,7 @@ def write_summary(
     rows = summarize(csv_path, min_errors=min_errors)
     tasks: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
-        tasks.setdefault(r["strong_id"], {})[r["decoder"]] = r
+        tasks.setdefault(r["task"], {})[r["decoder"]] = r
     backends = sorted({b for r in rows for b in r["backends"]})
     acc, tim = _table_lines(tasks)
     lines = [
@@ -260,13 +235,14 @@ def write_summary(
         "",
         f"- machine: {machine}",
         f"- pre-decoder backend(s): {', '.join(backends) or '—'}",
-        f"- data: `{Path(csv_path).name}` (sinter-format CSV)",
-        "- LER: logical errors per shot, with 95% Wilson intervals; all decoders ran on the "
-        "same shots, sampled from seeds >= 10**9 (never used in training).",
-        "- PM: PyMatching 2 uncorrelated; PM-corr: `enable_correlations=True`; "
-        "pre+PM: pre-decoder, then uncorrelated PyMatching on the residual; pipeline: "
-        "pre-decoder, then correlated PyMatching on the residual (`qhil run --decoder "
-        "predecoder`). Ratios above 1 mean the pipeline (or pre+PM) is better.",
+        f"- data: `{Path(csv_path).name}` (sinter's CSV: `sinter plot` reads it)",
+        "- LER: logical errors per shot, with 95% Wilson intervals; sinter sampled each "
+        "decoder's shots afresh (OS entropy, never the training seeds).",
+        "- PM: sinter's `pymatching`; PM-corr: `pymatching-correlated`; pre+PM: "
+        "`qhil-predecoder`, the pre-decoder then uncorrelated PyMatching on the residual; "
+        "pipeline: `qhil-predecoder-correlated`, the pre-decoder then correlated PyMatching "
+        "on the residual (`qhil run --decoder predecoder`). Ratios above 1 mean the "
+        "pipeline (or pre+PM) is better.",
         "- cut: detection-event density before / after the pre-decoder at its default "
         "threshold (for pre+PM); pipeline cut: the same at the pipeline's threshold.",
         f"- low: `yes` where a decoder has fewer than {min_errors} errors.",
@@ -277,9 +253,10 @@ def write_summary(
         "",
         "## Time",
         "",
+        "From a timing pass per task: every decoder on the same fresh shots, batched "
+        "(`decode_batch` of them all) and batch-1 (one call per shot, the first 500). "
         "PyMatching µs/round: mean decode time per shot divided by rounds, on the raw and on "
-        "the residual syndrome; batched (`decode_batch`) and batch-1 (`decode` per shot, first "
-        "500 shots of each chunk). Pre-decoder µs/shot: inference, batched and batch-1. "
+        "the residual syndrome. Pre-decoder µs/shot: inference, batched and batch-1. "
         "Pipeline µs/shot: inference plus correlated PyMatching on the residual, against "
         "correlated PyMatching alone on the raw syndrome.",
         "",
