@@ -120,7 +120,7 @@ def _serve_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--log-format",
         choices=("text", "json"),
         default="text",
-        help="log lines on stdout: text, or JSON lines for a journal (default: text)",
+        help="log lines on stdout: text, or json (JSON lines for a journal) (default: text)",
     )
     _metrics_flags(serve)
     _dry_run_flag(serve)
@@ -202,7 +202,7 @@ def _bench_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--backend",
         default="auto",
         choices=("auto", "numpy", "numba", "cuda"),
-        help="pre-decoder kernels (default: %(default)s)",
+        help="pre-decoder kernels: auto, numpy, numba or cuda (default: %(default)s)",
     )
     acc.add_argument(
         "--min-errors", type=int, default=100, help="stop a task at this many errors (default: 100)"
