@@ -16,7 +16,7 @@ What each output does (its *footprint*), exactly, in terms of detectors:
 
 - A data flip at slice t happens after round t-1's measurements and before
   round t's. It flips the detectors at slice t of the stabilizers of the other
-  type that act on the qubit. That is the DESIGN.md rule ``H c_t``, and it holds
+  type that act on the qubit. That is the docs/design.md rule ``H c_t``, and it holds
   for the final slice too.
 - A measurement flip at round t (t < rounds) flips that stabilizer's detectors
   at slices t and t+1, wherever those exist (``m_t + m_(t-1)``).
@@ -26,7 +26,7 @@ What each output does (its *footprint*), exactly, in terms of detectors:
 So for any output E, ``residual = dets ^ footprint(E)`` and
 ``obs_flip = L(E)``. Then ``obs_flip ^ MWPM(residual)`` corrects the shot
 whenever MWPM corrects the errors E leaves, whatever E is. This is the
-DESIGN.md residual with one departure: the final-slice detectors get the same
+docs/design.md residual with one departure: the final-slice detectors get the same
 rule instead of passing through unchanged, so that the residual and ``obs_flip``
 always agree.
 

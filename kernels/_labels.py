@@ -1,6 +1,6 @@
 """Training labels: every error mechanism of a circuit's DEM as a canonical pre-decoder output.
 
-DESIGN.md ("Training labels, one way to get them"): sample the detector error model,
+docs/design.md (the canonical training labels): sample the detector error model,
 not the circuit, with ``return_errors=True``, so each shot says which mechanisms fired.
 Each mechanism is mapped once to a *canonical correction*, a set of entries
 ``(channel, t, row, col)`` of the pre-decoder's output tensor ``[4, T, d, d]``

@@ -20,13 +20,13 @@ X-basis ones. MR/MRX get the measurement flip before and the reset flip after. S
 was defined for CZ-based circuits; here every 2-qubit Clifford (CX included) gets the
 2-qubit channel.
 
-Which convention is behind DESIGN.md's PyMatching table? Measured on
+Which convention is behind the PyMatching table of docs/design.md? Measured on
 rotated_memory_z, d=5, rounds=5, p=0.003, 200k shots, PyMatching 2 (uncorrelated):
 
 =====================================================  ================  ==========
 noise                                                  det. events/shot  LER/shot
 =====================================================  ================  ==========
-DESIGN.md table ("SD6")                                5.1               3.4e-3
+design.md table ("SD6")                                5.1               3.4e-3
 stim generated (after_clifford_depolarization,         5.13              3.44e-3
 before_round_data_depolarization,
 before_measure_flip_probability,
