@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_histogram_keeps_the_whole_tail_and_marks_percentiles() -> None:
     _, report = _run(lat)
     fig = _histogram_figure(lat, report)
     ax = fig.axes[0]
-    bars = ax.patches
+    bars: list[Any] = list(ax.patches)  # Rectangles
     assert sum(b.get_height() for b in bars) == lat.size
     assert max(b.get_x() + b.get_width() for b in bars) == pytest.approx(19_000.0)
     assert ax.get_xscale() == "log" and ax.get_xlim()[1] > 19_000.0
@@ -116,7 +117,8 @@ def test_histogram_says_when_a_latency_is_raised_to_the_log_floor() -> None:
     _, report = _run(lat)
     fig = _histogram_figure(lat, report)
     assert "3 shot(s) under 1 ns drawn at 1 ns" in _title(fig)
-    assert sum(b.get_height() for b in fig.axes[0].patches) == lat.size
+    bars: list[Any] = list(fig.axes[0].patches)  # Rectangles
+    assert sum(b.get_height() for b in bars) == lat.size
 
 
 def test_write_histogram_of_an_empty_run(tmp_path: Path) -> None:
@@ -149,8 +151,8 @@ def test_timeline_plots_every_decoded_shot_and_ticks_the_lost_ones(tmp_path: Pat
     assert "lost after emission (40 shots)" in labels
     assert "p99 per 102 shots" in labels and "p50 per 102 shots" in labels  # 2960 // 29
     assert any(s.startswith("budget 10 us") for s in labels)
-    (ticks,) = [line for line in ax.get_lines() if line.get_label().startswith("lost")]
-    assert len(ticks.get_xdata()) == 40
+    (ticks,) = [line for line in ax.get_lines() if str(line.get_label()).startswith("lost")]
+    assert np.asarray(ticks.get_xdata()).size == 40
     path = write_timeline(
         result.emit_ns, result.latency_ns, result.decoded, report, tmp_path / "t.png"
     )
