@@ -11,7 +11,9 @@ command does:
 - the rest (``serve``, a ``run`` against an external decoder, ``train``,
   ``bench``) run with ``--dry-run``: flags, config, paths, keys and backend are
   all checked, and nothing starts;
-- ``python -m qhil...`` runs in a subprocess.
+- ``python -m qhil...`` runs in a subprocess;
+- ``sinter collect`` runs on the circuit files it names (made here from
+  ``qhil.sim``) with few shots; ``sinter plot`` plots such a run's CSV.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from qhil.host import main
-from qhil.sim import memory_circuit
+from qhil.sim import NoiseModel, memory_circuit
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [
@@ -39,7 +41,8 @@ DOCS = [
 ]
 _BLOCK = re.compile(r"```(?:bash|sh)\n(.*?)```", re.S)
 _INLINE = re.compile(r"`((?:qhil|python3? -m qhil\.[\w.]+) [^`]+)`")  # a bare `qhil run` names it
-_START = re.compile(r"^(\S*/)?(qhil|python3? -m qhil\.[\w.]+)(\s|$)")  # also /opt/.../qhil
+# qhil, python -m qhil.<module>, or sinter with qhil's decoders; also /opt/.../qhil
+_START = re.compile(r"^(\S*/)?(qhil|python3? -m qhil\.[\w.]+|sinter)(\s|$)")
 
 
 def _commands_in(text: str) -> list[str]:
@@ -122,6 +125,9 @@ def test_documented_command_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     words = _materialize(command, tmp_path)
+    if words[0] == "sinter":
+        _run_sinter(words, tmp_path, where=where, command=command)
+        return
     if words[0] != "qhil":
         done = subprocess.run(
             [sys.executable, *words[1:]], capture_output=True, text=True, timeout=300
@@ -134,3 +140,37 @@ def test_documented_command_runs(
     elif args[0] not in ("keys", "info"):
         args.append("--dry-run")
     assert main(command_line_args=args) == 0, f"{where}: {command}"
+
+
+def _run_sinter(words: list[str], tmp: Path, *, where: str, command: str) -> None:
+    exe = shutil.which("sinter", path=str(Path(sys.executable).parent))
+    assert exe, "sinter's command line is installed with the sinter package"
+    few = ["--max_shots", "200", "--max_errors", "5", "--processes", "1", "--quiet"]
+    if words[1] == "plot":  # it plots a collect run's CSV: make one
+        circuit = tmp / "d=3,p=0.01.stim"
+        noise = NoiseModel.from_name("stim-depolarizing", 0.01)
+        circuit.write_text(str(memory_circuit(distance=3, rounds=3, basis="z", noise=noise)))
+        collect = [
+            exe,
+            "collect",
+            "--circuits",
+            str(circuit),
+            "--metadata_func",
+            "auto",
+            "--decoders",
+            "pymatching",
+            "--save_resume_filepath",
+            "stats.csv",
+            *few,
+        ]
+        subprocess.run(collect, check=True, capture_output=True, timeout=300)  # fmt: skip
+    for word in words:
+        if m := re.fullmatch(r"d=(\d+),p=([\d.]+)\.stim", word):
+            d, p = int(m.group(1)), float(m.group(2))
+            noise = NoiseModel.from_name("stim-depolarizing", p)
+            (tmp / word).write_text(
+                str(memory_circuit(distance=d, rounds=d, basis="z", noise=noise))
+            )
+    args = [exe, *words[1:], *(few if words[1] == "collect" else [])]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{where}: {command}\n{done.stdout}\n{done.stderr}"

@@ -293,7 +293,14 @@ def run_accuracy(
     model_id = _model_id(qmodel)
     stats: dict[str, sinter.TaskStats] = {}
     if csv_path.exists():
-        stats = {s.strong_id: s for s in sinter.read_stats_from_csv_files(csv_path)}
+        try:
+            stats = {s.strong_id: s for s in sinter.read_stats_from_csv_files(csv_path)}
+        except ValueError as ex:
+            raise ValueError(
+                f"{str(csv_path)!r} is not a sinter CSV this qhil can resume (an older qhil "
+                f"wrote one row id per task for all decoders; sinter says: "
+                f"{str(ex).splitlines()[0]}); move it away or pass --csv NEW.csv"
+            ) from None
     jobs = {task.name: task.sinter_tasks(model_id=model_id) for task in tasks}
     _refuse_mixing(stats, jobs, csv_path)
 

@@ -256,7 +256,8 @@ def main(*, command_line_args: Sequence[str] | None = None) -> int:
     except SystemExit as ex:  # --help (0) or a usage error (2), already printed
         return ex.code if isinstance(ex.code, int) else 2
     debug = getattr(args, "debug", False)
-    command = args.command + (f" {args.keys_command}" if args.command == "keys" else "")
+    sub = {"keys": "keys_command", "bench": "what"}.get(args.command)
+    command = args.command + (f" {getattr(args, sub)}" if sub else "")
     try:
         return COMMANDS[args.command](args)
     except ModuleNotFoundError as ex:

@@ -220,3 +220,17 @@ def test_write_summary_makes_a_table_and_a_plot(tmp_path: Path, model_path: Path
     assert "pipeline b1 µs/shot" in table[4] and table[5].count("|") == table[4].count("|")
     assert "—" not in "".join(table[5:])  # every timing figure is there
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_a_csv_from_the_older_qhil_is_refused_with_the_fix(
+    tmp_path: Path, model_path: Path
+) -> None:
+    old = tmp_path / "old.csv"
+    meta = '"{""basis"":""z"",""distance"":3}"'
+    old.write_text(
+        "shots,errors,discards,seconds,decoder,strong_id,json_metadata,custom_counts\n"
+        f"10,1,0,0.1,pymatching,same-id,{meta},{{}}\n"
+        f"10,1,0,0.1,pymatching-correlated,same-id,{meta},{{}}\n"
+    )
+    with pytest.raises(ValueError, match="move it away or pass --csv NEW.csv"):
+        run_accuracy([TASK], csv_path=old, model=model_path)
