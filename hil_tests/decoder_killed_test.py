@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,8 @@ def test_killed_decoder_ends_the_run_with_a_report(
     original_ready = _runner._Child.wait_ready
     original_take = CycleModel._take_correction
 
-    def remember_pid(self: _runner._Child) -> None:
-        original_ready(self)
+    def remember_pid(self: _runner._Child, on_status: Any = None) -> None:
+        original_ready(self, on_status)
         pids.append(self.proc.pid)
 
     def take_then_kill(self, run, buf, length, now):  # type: ignore[no-untyped-def]
@@ -42,7 +43,7 @@ def test_killed_decoder_ends_the_run_with_a_report(
             "experiment.shots": 200_000,
             "frontend.mode": mode,
             "frontend.round_time_us": 20.0,
-            "frontend.correction_timeout_rounds": 200_000,
+            "frontend.correction_timeout_rounds": 10_000,  # 0.2 s at 20 us
             "frontend.stall_timeout_s": 0.6,
             "bridge.n_slots": 256,
         }
