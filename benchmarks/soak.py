@@ -83,6 +83,8 @@ def _start_serve(work: Path, endpoint: str, d: int, r: int) -> subprocess.Popen[
     )
     assert serve.stdout is not None
     first = json.loads(serve.stdout.readline())
+    if first.get("event") == "compiling":  # a cold kernel cache; "listening" follows
+        first = json.loads(serve.stdout.readline())
     if first.get("event") != "listening":
         raise RuntimeError(f"qhil serve did not start: {first}")
     return serve

@@ -23,9 +23,8 @@ from qhil.bridge._jit import (
     KernelCacheReport,
     cache_dir,
     kernel_cache_report,
-    kernels_need_compiling,
-    mark_kernels_compiled,
     njit_cached,
+    on_first_compile,
 )
 from qhil.bridge._open import TRANSPORTS, Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
@@ -86,10 +85,9 @@ __all__ = [
     "hostile_messages",
     "is_loopback",
     "kernel_cache_report",
-    "kernels_need_compiling",
     "layout_fingerprint",
-    "mark_kernels_compiled",
     "njit_cached",
+    "on_first_compile",
     "open_bridge",
     "packet_buffers",
     "parse_correction",

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import os
 import sys
 import tempfile
@@ -38,14 +37,14 @@ from typing import Any, TypeVar
 
 import numba
 from numba.core import config as numba_config
+from numba.core import event as numba_event
 
 __all__ = [
     "KernelCacheReport",
     "cache_dir",
     "kernel_cache_report",
-    "kernels_need_compiling",
-    "mark_kernels_compiled",
     "njit_cached",
+    "on_first_compile",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -151,32 +150,30 @@ def kernel_cache_report() -> KernelCacheReport:
     )
 
 
-def _ready_marker() -> Path | None:
-    """A file whose presence says: every kernel this process has imported, at these
-    source versions, was compiled into the cache by an earlier run."""
-    folder = _numba_cache_dir()
-    if folder is None:
-        return None
-    h = hashlib.sha1(f"{sys.version} {numba.__version__}".encode())
-    for d in sorted(_DISPATCHERS, key=lambda d: (d.py_func.__module__, d.py_func.__qualname__)):
-        code = d.py_func.__code__
-        st = os.stat(code.co_filename)
-        h.update(
-            f"{code.co_filename}:{d.py_func.__qualname__}:{st.st_mtime_ns}:{st.st_size}".encode()
-        )
-    return Path(folder) / f"ready-{h.hexdigest()[:20]}"
+class _FirstCompile(numba_event.Listener):
+    """Calls back once, when the first compilation inside starts."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def on_start(self, event: Any) -> None:
+        if self.callback is not None:
+            callback, self.callback = self.callback, None
+            callback()
+
+    def on_end(self, event: Any) -> None:
+        pass
 
 
-def kernels_need_compiling() -> bool:
-    """True unless an earlier run compiled every kernel imported so far into the cache
-    (:func:`mark_kernels_compiled`): warming up then loads, rather than compiles."""
-    marker = _ready_marker()
-    return marker is None or not marker.exists()
+@contextlib.contextmanager
+def on_first_compile(callback: Callable[[], None]) -> Iterator[None]:
+    """Inside, call ``callback`` once when numba starts compiling a kernel (a cache
+    miss, tens of seconds for the loop's kernels), and never for a cache load:
+    the moment to tell the user why start-up is slow.
 
-
-def mark_kernels_compiled() -> None:
-    """Record that the kernels imported so far are in the cache (call after warming up)."""
-    marker = _ready_marker()
-    if marker is not None:
-        with contextlib.suppress(OSError):  # only a hint for the next run's status line
-            marker.touch()
+    >>> with on_first_compile(lambda: print("compiling")):
+    ...     kernel_cache_report().kernels > 0  # nothing compiles here
+    True
+    """
+    with numba_event.install_listener("numba:compile", _FirstCompile(callback)):
+        yield

@@ -55,8 +55,8 @@ def _commands_in(text: str) -> list[str]:
     text_outside = _BLOCK.sub("", text)
     for span in _INLINE.findall(text_outside):
         command = " ".join(span.split())
-        if re.search(r"[|<>]|\.\.\.", command):
-            continue  # a synopsis like `bench a|b`, not a command
+        if re.search(r"[|<>]|\.\.\.", command) or re.match(r"qhil [\w ]+:", command):
+            continue  # a synopsis like `bench a|b`, or output like `qhil run: error: ...`
         if len(command.split()) == 2 and command.split()[1] not in ("run", "info"):
             continue  # `qhil serve` names the subcommand; it is not an example of it
         found.append(command)

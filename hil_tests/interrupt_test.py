@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_ctrl_c_mid_run_writes_a_complete_report(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        line = _first_line_after_compiling(proc.stderr)
         assert "streaming" in line, line + proc.stderr.read()
         time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group, decoder included
@@ -54,7 +55,7 @@ def test_sigterm_mid_run_acts_as_ctrl_c(tmp_path: Path, whole_group: bool) -> No
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        line = _first_line_after_compiling(proc.stderr)
         assert "decoder ready" in line, line + proc.stderr.read()
         time.sleep(1.0)
         if whole_group:
@@ -83,7 +84,7 @@ def test_a_killed_parent_leaves_a_quiet_decoder(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        line = _first_line_after_compiling(proc.stderr)
         assert "decoder ready" in line, line + proc.stderr.read()
         time.sleep(0.5)
         proc.kill()  # no clean-up in the parent at all
@@ -93,3 +94,11 @@ def test_a_killed_parent_leaves_a_quiet_decoder(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def _first_line_after_compiling(stream: Any) -> str:
+    """The next line that is not a cold cache's "compiling kernels" status line."""
+    line = stream.readline()
+    while "compiling kernels" in line:
+        line = stream.readline()
+    return str(line)

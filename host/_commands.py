@@ -96,9 +96,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from qhil.bridge import (
         CurveKeys,
         check_server_endpoint,
-        kernels_need_compiling,
         layout_fingerprint,
-        mark_kernels_compiled,
+        on_first_compile,
         warm_up,
     )
     from qhil.host._daemon import ServeSignals, serve_forever
@@ -126,11 +125,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signals.install()  # from here SIGTERM / Ctrl-C stop cleanly, even during warm-up
     circuit = build_circuit(cfg)
     service = DecoderService.from_circuit(circuit, config=service_config(cfg))
-    if kernels_need_compiling():
-        log_event("compiling", compiling_message("qhil serve"))
-    service.warm_up()
-    warm_up()
-    mark_kernels_compiled()
+    with on_first_compile(lambda: log_event("compiling", compiling_message("qhil serve"))):
+        service.warm_up()
+        warm_up()
     exporter = _start_metrics(args, role="decoder", decoder=service.decoder.name, cfg=cfg)
     try:
         done = serve_forever(

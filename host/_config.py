@@ -56,6 +56,9 @@ def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
         )
 
 
+_MIN_STALL_S = 2.0  # a decoder silent this long is unresponsive, whatever the round clock
+
+
 def _positive(table: str, **values: float) -> None:
     for key, value in values.items():
         if not value > 0:
@@ -99,14 +102,20 @@ class FrontEndSettings:
     fabric_clock_mhz: float = 250.0
     round_time_us: float = 1.0
     budget_us: float = 10.0
-    correction_timeout_rounds: int = 20_000
-    stall_timeout_s: float = 2.0
+    correction_timeout_rounds: int = 50_000
+    stall_timeout_s: float = 0.0
     max_in_flight: int = 1
 
     @property
     def correction_timeout_s(self) -> float:
         """The correction timeout in seconds: that many periods of the round clock."""
         return self.correction_timeout_rounds * self.round_time_us * 1e-6
+
+    @property
+    def stall_s(self) -> float:
+        """The stall timeout in seconds; for 0 ("auto"), twice the correction timeout
+        and at least 2 s, so a slow round clock never makes the two collide."""
+        return self.stall_timeout_s or max(_MIN_STALL_S, 2 * self.correction_timeout_s)
 
     def __post_init__(self) -> None:
         _choice("frontend", "mode", self.mode, MODES)
@@ -116,10 +125,13 @@ class FrontEndSettings:
             round_time_us=self.round_time_us,
             budget_us=self.budget_us,
             correction_timeout_rounds=self.correction_timeout_rounds,
-            stall_timeout_s=self.stall_timeout_s,
             max_in_flight=self.max_in_flight,
         )
-        if self.correction_timeout_s >= self.stall_timeout_s:
+        if self.stall_timeout_s < 0:
+            raise ConfigError(
+                f"[frontend] stall_timeout_s must be >= 0 (0: auto); got {self.stall_timeout_s}"
+            )
+        if self.correction_timeout_s >= self.stall_s:
             raise ConfigError(
                 f"[frontend] correction_timeout_rounds = {self.correction_timeout_rounds:,} "
                 f"rounds of {self.round_time_us:g} us is {self.correction_timeout_s:g} s, "
@@ -192,7 +204,7 @@ class DecoderSettings:
     name: str = "pymatching"
     backend: str = "auto"
     window: int = 4
-    assembly_timeout_rounds: int = 5_000
+    assembly_timeout_rounds: int = 10_000
     spawn: bool = True
 
     def __post_init__(self) -> None:
@@ -237,11 +249,11 @@ _TABLES = {
 _RENAMED = {
     ("frontend", "correction_timeout_s"): (
         "was replaced by correction_timeout_rounds (periods of the round clock, "
-        "default 20000: 20 ms at 1 us); timeouts now scale with round_time_us"
+        "default 50000: 50 ms at 1 us); timeouts now scale with round_time_us"
     ),
     ("decoder", "assembly_timeout_s"): (
         "was replaced by assembly_timeout_rounds (periods of the round clock, "
-        "default 5000: 5 ms at 1 us); timeouts now scale with round_time_us"
+        "default 10000: 10 ms at 1 us); timeouts now scale with round_time_us"
     ),
 }
 

@@ -3,8 +3,8 @@
 Every numba kernel a run uses compiles (first run on a machine, tens of
 seconds) or loads from the cache (later runs) before the front end emits its
 first round, so compilation never lands inside the measured loop. While that
-will compile (no earlier run filled the cache), the user sees one status line
-rather than silence.
+compile (no earlier run filled the cache), the user sees one status line the
+moment the first one starts, rather than silence.
 The report then says whether the measured run was warm: nothing compiled
 during it, in either process.
 """
@@ -21,8 +21,7 @@ from qhil.bridge import (
     KernelCacheReport,
     cache_dir,
     kernel_cache_report,
-    kernels_need_compiling,
-    mark_kernels_compiled,
+    on_first_compile,
 )
 
 __all__ = ["KernelWarmth", "Preparation", "compiling_message", "preparing"]
@@ -80,16 +79,14 @@ def compiling_message(role: str) -> str:
 
 @contextmanager
 def preparing(on_status: Callable[[str], None] | None) -> Iterator[Preparation]:
-    """Time the start-up inside; tell ``on_status`` first when kernels will compile.
+    """Time the start-up inside; tell ``on_status`` when a kernel starts compiling.
 
-    On leaving, ``Preparation.front_end`` holds this process's kernel counts, and
-    the cache is marked warm for the next run; the caller sets
-    ``Preparation.decoder`` to the decoder process's counts, if there is one.
+    On leaving, ``Preparation.front_end`` holds this process's kernel counts; the
+    caller sets ``Preparation.decoder`` to the decoder process's, if there is one.
     """
     prep = Preparation()
-    if on_status is not None and kernels_need_compiling():
-        on_status(compiling_message("qhil run"))
-    yield prep
+    say = on_status or (lambda line: None)
+    with on_first_compile(lambda: say(compiling_message("qhil run"))):
+        yield prep
     prep.ready_s = time.monotonic() - prep._t0
     prep.front_end = kernel_cache_report()
-    mark_kernels_compiled()

@@ -38,9 +38,8 @@ from qhil.bridge import (
     PacketSender,
     ZmqClient,
     kernel_cache_report,
-    kernels_need_compiling,
     layout_fingerprint,
-    mark_kernels_compiled,
+    on_first_compile,
     open_bridge,
     warm_up,
 )
@@ -109,7 +108,7 @@ def frontend_config(config: RunConfig) -> FrontEndConfig:
         round_time_s=f.round_time_us * 1e-6,
         budget_s=f.budget_us * 1e-6,
         correction_timeout_s=f.correction_timeout_s,
-        stall_timeout_s=f.stall_timeout_s,
+        stall_timeout_s=f.stall_s,
         max_in_flight=f.max_in_flight,
     )
 
@@ -176,11 +175,9 @@ def _service_main(
     try:
         circuit = stim.Circuit(circuit_text)
         service = DecoderService.from_circuit(circuit, config=service_config(config))
-        if kernels_need_compiling():
-            _tell_parent(conn, ("status", compiling_message("decoder")))
-        service.warm_up()
-        warm_up()
-        mark_kernels_compiled()
+        with on_first_compile(lambda: _tell_parent(conn, ("status", compiling_message("decoder")))):
+            service.warm_up()
+            warm_up()
         bridge = open_bridge(spec, side="host", keys=keys, layout=circuit_layout(circuit))
         tx = _with_faults(bridge.tx, config, side=1)
         ready = kernel_cache_report()

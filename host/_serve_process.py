@@ -60,6 +60,9 @@ def serve_process(
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
+        if first.startswith("{") and json.loads(first).get("event") == "compiling":
+            # a cold kernel cache; "listening" follows
+            first = proc.stdout.readline()
         if not first.startswith("{") or json.loads(first).get("event") != "listening":
             raise RuntimeError(f"qhil serve did not start: {first}{proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
         yield ServeProcess(proc, endpoint)

@@ -232,5 +232,5 @@ def test_a_csv_from_the_older_qhil_is_refused_with_the_fix(
         f"10,1,0,0.1,pymatching,same-id,{meta},{{}}\n"
         f"10,1,0,0.1,pymatching-correlated,same-id,{meta},{{}}\n"
     )
-    with pytest.raises(ValueError, match="move it away or pass --csv NEW.csv"):
+    with pytest.raises(ValueError, match=r"move it away or pass --csv NEW\.csv"):
         run_accuracy([TASK], csv_path=old, model=model_path)

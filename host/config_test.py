@@ -188,11 +188,12 @@ def test_type_errors(text: str, message: str) -> None:
         ("frontend", "budget_us", 0.0, "[frontend] budget_us must be > 0; got 0.0"),
         ("frontend", "correction_timeout_rounds", 0,
          "[frontend] correction_timeout_rounds must be > 0; got 0"),
-        ("frontend", "stall_timeout_s", 0.0, "[frontend] stall_timeout_s must be > 0; got 0.0"),
+        ("frontend", "stall_timeout_s", -1.0,
+         "[frontend] stall_timeout_s must be >= 0 (0: auto); got -1.0"),
         ("frontend", "max_in_flight", 0, "[frontend] max_in_flight must be > 0; got 0"),
-        ("frontend", "correction_timeout_rounds", 3_000_000,
-         "[frontend] correction_timeout_rounds = 3,000,000 rounds of 1 us is 3 s, not below "
-         "stall_timeout_s = 2 s; lower correction_timeout_rounds or raise stall_timeout_s"),
+        ("frontend", "stall_timeout_s", 0.04,
+         "[frontend] correction_timeout_rounds = 50,000 rounds of 1 us is 0.05 s, not below "
+         "stall_timeout_s = 0.04 s; lower correction_timeout_rounds or raise stall_timeout_s"),
 
         ("bridge", "transport", "udp",
          "[bridge] transport = 'udp' is not valid; choose one of: shm, zmq"),
@@ -248,6 +249,13 @@ def test_boundary_values_are_accepted() -> None:
             "decoder": {"window": 1, "assembly_timeout_rounds": 1_999_998},
         }
     )
+
+
+def test_the_stall_timeout_follows_a_slow_round_clock_unless_set() -> None:
+    slow = RunConfig.from_dict({"frontend": {"round_time_us": 100.0}}).frontend
+    assert slow.correction_timeout_s == pytest.approx(5.0) and slow.stall_s == pytest.approx(10.0)
+    assert RunConfig().frontend.stall_s == 2.0  # at least 2 s
+    assert FrontEndSettings(stall_timeout_s=3.0).stall_s == 3.0
 
 
 def test_a_renamed_key_names_its_replacement() -> None:
