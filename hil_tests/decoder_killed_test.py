@@ -44,6 +44,7 @@ def test_killed_decoder_ends_the_run_with_a_report(
             "frontend.mode": mode,
             "frontend.round_time_us": 20.0,
             "frontend.correction_timeout_rounds": 10_000,  # 0.2 s at 20 us
+            "decoder.assembly_timeout_rounds": 2_500,
             "frontend.stall_timeout_s": 0.6,
             "bridge.n_slots": 256,
         }

@@ -286,7 +286,8 @@ class RunConfig:
                 f"[decoder] assembly_timeout_rounds = {self.decoder.assembly_timeout_rounds:,} "
                 "must be below [frontend] correction_timeout_rounds = "
                 f"{self.frontend.correction_timeout_rounds:,}: the decoder must give a shot up "
-                "(and say so) before the front end stops waiting for it"
+                "(and say so) before the front end stops waiting for it; lower "
+                "assembly_timeout_rounds or raise correction_timeout_rounds"
             )
 
     @property
