@@ -16,8 +16,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from qhil.bridge._control import Refusal, layout_fingerprint
 from qhil.bridge._curve import CurveKeys, generate_keys
+from qhil.bridge._faults import KINDS as FAULT_KINDS
+from qhil.bridge._faults import FaultInjector, InjectedFault
 from qhil.bridge._hostile import HOSTILE_KINDS, hostile_messages
 from qhil.bridge._jit import (
     KernelCacheReport,
@@ -29,6 +33,7 @@ from qhil.bridge._jit import (
 from qhil.bridge._open import TRANSPORTS, Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
 from qhil.bridge._ring import ShmRing
+from qhil.bridge._sim_testing import run_scenario  # for the GPU-path tests of other parts
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
 from qhil.bridge._wire import (
     CORRECTION_HEADER_SIZE,
@@ -53,6 +58,7 @@ from qhil.bridge._zmq_server import SessionInfo, ZmqServer, check_server_endpoin
 __all__ = [
     "CORRECTION_HEADER_SIZE",
     "CRC_SIZE",
+    "FAULT_KINDS",
     "FLAG_END_OF_STREAM",
     "FLAG_FIRST_ROUND",
     "FLAG_LAST_ROUND",
@@ -65,6 +71,8 @@ __all__ = [
     "CorrectionPacket",
     "CorrectionStatus",
     "CurveKeys",
+    "FaultInjector",
+    "InjectedFault",
     "KernelCacheReport",
     "PacketError",
     "PacketReceiver",
@@ -92,8 +100,35 @@ __all__ = [
     "packet_buffers",
     "parse_correction",
     "parse_syndrome",
+    "run_scenario",
     "syndrome_size",
     "warm_up",
     "write_correction",
     "write_syndrome",
 ]
+
+# The host side of the GPU path: the mapped slot ring the persistent kernels poll,
+# its layout (slot header words H_*, control words W_*, kernel states STATE_*) and
+# the sender that writes wire-v1 packets into it. Imported on first use, so that
+# importing qhil.bridge does not load numba.cuda.
+_GPU_RING_NAMES = (
+    "CONTROL_WORDS", "COUNTER_WORDS", "HEADER_WORDS", "HEARTBEAT_EVERY",
+    "H_AUX", "H_ROUNDS", "H_SEQ", "H_SHOT", "H_STATUS", "H_STREAM", "H_T_FPGA",
+    "STATE_EXITED", "STATE_IDLE", "STATE_RUNNING",
+    "W_COUNTERS", "W_HEARTBEAT", "W_IN_DONE", "W_OUT_DONE", "W_SHUTDOWN", "W_STALL", "W_STATE",
+    "MappedRingSpec", "MappedSlotRing", "flag_load", "flag_store", "simulator_enabled",
+)  # fmt: skip
+_GPU_SENDER_NAMES = ("GpuPacketSender", "SyndromeRounds")
+__all__ += [*_GPU_RING_NAMES, *_GPU_SENDER_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GPU_RING_NAMES:
+        from qhil.bridge import _gpu_ring
+
+        return getattr(_gpu_ring, name)
+    if name in _GPU_SENDER_NAMES:
+        from qhil.bridge import _gpu_sender
+
+        return getattr(_gpu_sender, name)
+    raise AttributeError(f"module 'qhil.bridge' has no attribute {name!r}")

@@ -22,6 +22,7 @@ from qhil.fpga._config import MODES, FrontEndConfig
 from qhil.fpga._cycle_model import CycleModel
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._driver import (
+    BITSTREAM_ENV,
     TARGETS,
     BoardUnavailable,
     FrontEnd,
@@ -37,6 +38,7 @@ from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStat
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
 
 __all__ = [
+    "BITSTREAM_ENV",
     "MODES",
     "REGISTERS",
     "TARGETS",

@@ -30,8 +30,7 @@ import zlib
 
 import numpy as np
 
-from qhil.bridge import CorrectionStatus
-from qhil.bridge._packets import CorrectionPacket
+from qhil.bridge import CorrectionPacket, CorrectionStatus
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs
 from qhil.fpga._frontend_stimulus import AxiOp, Stimulus, SyndromeOut

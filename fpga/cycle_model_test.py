@@ -21,11 +21,10 @@ from qhil.bridge import (
     packet_buffers,
     write_correction,
 )
-from qhil.bridge._open import warm_up as warm_up_bridge
+from qhil.bridge import warm_up as warm_up_bridge
 from qhil.fpga import CycleModel, Fate, FrontEndConfig, FrontEndResult, PacingStats
 from qhil.fpga._regmap import STATUS_BITS
-from qhil.host import make_decoder
-from qhil.host._service import DecoderService, ServiceConfig
+from qhil.host import DecoderService, ServiceConfig, make_decoder
 
 DONE = 1 << STATUS_BITS["DONE"]
 UNRESPONSIVE = 1 << STATUS_BITS["DECODER_UNRESPONSIVE"]

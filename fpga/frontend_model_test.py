@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import stim
 
-from qhil.bridge import CorrectionStatus, Reason
-from qhil.bridge._packets import CorrectionPacket, SyndromePacket
+from qhil.bridge import CorrectionPacket, CorrectionStatus, Reason, SyndromePacket
 from qhil.fpga import FrontendModel, FrontendParams, Stimulus
 from qhil.fpga._correction_rules import Verdict, judge
 from qhil.fpga._detection import DetectorProgram

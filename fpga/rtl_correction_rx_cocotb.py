@@ -22,8 +22,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from qhil.bridge._packets import CorrectionPacket
-from qhil.bridge._wire import Reason, parse_correction
+from qhil.bridge import CorrectionPacket, Reason, parse_correction
 
 SEED = int(os.environ.get("QHIL_RTL_SEED", "1"))
 N_PACKETS = int(os.environ.get("QHIL_RTL_PACKETS", "3000"))

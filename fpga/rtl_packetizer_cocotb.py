@@ -23,8 +23,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 
-from qhil.bridge._packets import SyndromePacket
-from qhil.bridge._wire import SYNDROME_HEADER_SIZE
+from qhil.bridge import SYNDROME_HEADER_SIZE, SyndromePacket
 
 SEED = int(os.environ.get("QHIL_RTL_SEED", "1"))
 N_PACKETS = int(os.environ.get("QHIL_RTL_PACKETS", "2000"))

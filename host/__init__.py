@@ -19,7 +19,7 @@ from qhil.host._accuracy import ACCURACY_DECODERS, AccuracyTask, run_accuracy
 from qhil.host._accuracy_report import summarize, write_summary
 from qhil.host._assembler import ShotAssembler
 from qhil.host._cli import main
-from qhil.host._config import ConfigError, RunConfig
+from qhil.host._config import ConfigError, DecoderSettings, RunConfig
 from qhil.host._decoders import (
     DECODERS,
     Decoder,
@@ -44,6 +44,7 @@ __all__ = [
     "ConfigError",
     "Decoder",
     "DecoderService",
+    "DecoderSettings",
     "FrontEndSnapshot",
     "HostStats",
     "LoopOutcome",

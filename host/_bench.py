@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from qhil.bridge._open import BridgeSpec, open_bridge
-from qhil.bridge._transport import TransportClosed, packet_buffers
+from qhil.bridge import BridgeSpec, TransportClosed, open_bridge, packet_buffers
 from qhil.host._config import RunConfig
 from qhil.host._report import machine_description
 from qhil.host._stats import Percentiles

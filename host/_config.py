@@ -173,7 +173,7 @@ class BridgeSettings:
             raise ConfigError(
                 f"[bridge] fault_rate must be a probability in [0, 1]; got {self.fault_rate}"
             )
-        from qhil.bridge._faults import KINDS
+        from qhil.bridge import FAULT_KINDS as KINDS
 
         kinds = [k.strip() for k in self.fault_kinds.split(",") if k.strip()]
         bad = [k for k in kinds if k not in KINDS]

@@ -171,7 +171,7 @@ _REGISTRY: dict[str, DecoderFactory] = {
 
 def _predecoder(circuit: stim.Circuit, backend: str) -> Decoder:
     if backend == "cuda-persistent":  # the kernel launched once, shots streamed to it
-        from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
+        from qhil.kernels import PersistentPreDecodedMatching
 
         return PersistentPreDecodedMatching.from_circuit(circuit)
     from qhil.kernels import PreDecodedMatching  # the kernels load only when asked for

@@ -33,6 +33,8 @@ import stim
 from qhil.bridge import (
     BridgeSpec,
     CurveKeys,
+    FaultInjector,
+    InjectedFault,
     KernelCacheReport,
     PacketReceiver,
     PacketSender,
@@ -43,7 +45,6 @@ from qhil.bridge import (
     open_bridge,
     warm_up,
 )
-from qhil.bridge._faults import FaultInjector, InjectedFault
 from qhil.fpga import CycleModel, DetectorProgram, FrontEndConfig, FrontEndResult
 from qhil.host._config import RunConfig
 from qhil.host._metrics import FrontEndSnapshot, MetricsExporter

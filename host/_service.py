@@ -221,7 +221,7 @@ class DecoderService:
 
         A ``StreamingDecoder`` is not called: a made-up shot would enter its stream.
         """
-        from qhil.bridge._transport import packet_buffers
+        from qhil.bridge import packet_buffers
 
         loop = _Loop(self, _NullSender())
         buf, lengths = packet_buffers(1, 256)

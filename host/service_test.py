@@ -19,7 +19,7 @@ from qhil.bridge import (
     SyndromePacket,
     packet_buffers,
 )
-from qhil.bridge._open import warm_up as warm_up_bridge
+from qhil.bridge import warm_up as warm_up_bridge
 from qhil.fpga import CycleModel, DetectorProgram, Fate, FrontEndConfig
 from qhil.host import DecoderService, HostStats, Percentiles, ServiceConfig, make_decoder
 from qhil.host._stats import LogHistogram

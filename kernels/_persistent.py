@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from qhil.bridge._gpu_ring import (
+from qhil.bridge import (
     H_AUX,
     H_ROUNDS,
     H_SEQ,
@@ -71,12 +71,13 @@ from qhil.bridge._gpu_ring import (
     W_COUNTERS,
     W_SHUTDOWN,
     W_STALL,
+    CorrectionStatus,
+    GpuPacketSender,
     MappedRingSpec,
     MappedSlotRing,
+    SyndromeRounds,
     simulator_enabled,
 )
-from qhil.bridge._gpu_sender import GpuPacketSender, SyndromeRounds
-from qhil.bridge._wire import CorrectionStatus
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
 from qhil.kernels._persistent_kernel import C_PACKETS, COUNTER_NAMES, streaming_kernel

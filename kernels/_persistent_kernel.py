@@ -78,7 +78,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from qhil.bridge._gpu_ring import (
+from qhil.bridge import (
+    FLAG_END_OF_STREAM,
+    FLAG_FIRST_ROUND,
+    FLAG_LAST_ROUND,
     H_AUX,
     H_ROUNDS,
     H_SEQ,
@@ -96,16 +99,11 @@ from qhil.bridge._gpu_ring import (
     W_SHUTDOWN,
     W_STALL,
     W_STATE,
-    flag_load,
-    flag_store,
-)
-from qhil.bridge._wire import (
-    FLAG_END_OF_STREAM,
-    FLAG_FIRST_ROUND,
-    FLAG_LAST_ROUND,
     WIRE_VERSION,
     CorrectionStatus,
     Reason,
+    flag_load,
+    flag_store,
 )
 from qhil.kernels._persistent_tables import (
     D_ACT_BITS,

@@ -109,7 +109,7 @@ def persistent_available() -> tuple[bool, str]:
     try:
         from numba import cuda
 
-        from qhil.bridge._gpu_ring import simulator_enabled
+        from qhil.bridge import simulator_enabled
     except Exception as ex:  # no numba.cuda, or a broken install underneath
         return False, (
             f"Numba's CUDA target is not importable ({type(ex).__name__}: {ex}); "
@@ -182,7 +182,7 @@ class PersistentPreDecodedMatching:
              "shots_abandoned", "batch_calls"), 0,
         )  # fmt: skip
         self._kernel_stream = int(predecoder.tables.dims[D_STREAM])
-        from qhil.bridge._transport import TransportClosed
+        from qhil.bridge import TransportClosed
         from qhil.kernels._persistent import PersistentKernelError  # loaded: the kernel runs
 
         self._forward_errors = (PersistentKernelError, TransportClosed)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from qhil.bridge._sim_testing import run_scenario
+from qhil.bridge import run_scenario
 
 _MODULE = "qhil.kernels.persistent_pipeline_test"
 
@@ -87,7 +87,7 @@ def test_without_a_gpu_or_the_simulator_the_backend_is_refused_clearly() -> None
 
 
 def test_config_accepts_the_backend() -> None:
-    from qhil.host._config import ConfigError, DecoderSettings
+    from qhil.host import ConfigError, DecoderSettings
 
     assert DecoderSettings(name="predecoder", backend="cuda-persistent").backend == (
         "cuda-persistent"
@@ -172,7 +172,7 @@ def _sim(tmp: str) -> dict[str, Any]:
 
     import numpy as np
 
-    from qhil.bridge._gpu_ring import STATE_EXITED
+    from qhil.bridge import STATE_EXITED
     from qhil.kernels._model import QuantizedModel
     from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
     from qhil.kernels._pipeline import PreDecodedMatching
@@ -285,8 +285,13 @@ class _Collect:
 
 def _faulty_packets(circuit: Any, shots: int, *, rate: float, seed: int) -> tuple[list[bytes], Any]:
     """Every shot's per-round packets (then end of stream), through a FaultInjector."""
-    from qhil.bridge import FLAG_END_OF_STREAM, FLAG_FIRST_ROUND, FLAG_LAST_ROUND, SyndromePacket
-    from qhil.bridge._faults import FaultInjector
+    from qhil.bridge import (
+        FLAG_END_OF_STREAM,
+        FLAG_FIRST_ROUND,
+        FLAG_LAST_ROUND,
+        FaultInjector,
+        SyndromePacket,
+    )
     from qhil.fpga import DetectorProgram
 
     program = DetectorProgram.from_circuit(circuit)
@@ -419,8 +424,7 @@ def _alive(pd: Any) -> bool:
 
 
 def _refuse() -> dict[str, Any]:
-    from qhil.host._config import DecoderSettings
-    from qhil.host._decoders import make_decoder
+    from qhil.host import DecoderSettings, make_decoder
     from qhil.kernels._persistent_pipeline import persistent_available
     from qhil.kernels._predecoder import PreDecoder, available_backends
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qhil.bridge._sim_testing import run_scenario
+from qhil.bridge import run_scenario
 
 _MODULE = "qhil.kernels.persistent_test"
 
@@ -431,7 +431,7 @@ def _idle() -> dict[str, Any]:
 def _stall() -> dict[str, Any]:
     import dataclasses
 
-    from qhil.bridge._gpu_ring import STATE_EXITED
+    from qhil.bridge import STATE_EXITED
     from qhil.kernels._persistent import PersistentKernelError, PersistentPreDecoder
 
     geometry, model, dets, ref = _setup(3, 1, "z", (4, 4), 3, 2)
