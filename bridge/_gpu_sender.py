@@ -35,7 +35,7 @@ import numpy as np
 from qhil.bridge._gpu_ring import MappedSlotRing, _commit, _reserve
 from qhil.bridge._jit import njit_cached
 from qhil.bridge._transport import Backoff, TransportClosed, as_packet
-from qhil.bridge._wire import FLAG_FIRST_ROUND, FLAG_LAST_ROUND, write_syndrome
+from qhil.bridge._wire import FLAG_FIRST_ROUND, FLAG_LAST_ROUND, syndrome_size, write_syndrome
 
 __all__ = ["GpuPacketSender", "SyndromeRounds"]
 
@@ -247,7 +247,7 @@ class GpuPacketSender:
         end = batch.num_packets if stop is None else stop
         if not 0 <= start <= end <= batch.num_packets:
             raise ValueError(f"need 0 <= start={start} <= stop={end} <= {batch.num_packets}")
-        need = 40 + (int(batch.n_bits.max()) + 7) // 8 + 4 if batch.rounds else 0
+        need = syndrome_size(int(batch.n_bits.max())) if batch.rounds else 0
         if need > self.max_packet:
             raise ValueError(
                 f"this batch's largest packet is {need} bytes but the ring's slots hold "

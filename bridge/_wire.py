@@ -61,12 +61,33 @@ from qhil.bridge._jit import njit_cached
 __all__ = [
     "CORRECTION_HEADER_SIZE",
     "CORRECTION_MAGIC",
+    "COR_N_FRAME_AT",
+    "COR_N_OBS_AT",
+    "COR_OBS_AT",
+    "COR_RESERVED_AT",
+    "COR_SEQ_AT",
+    "COR_SHOT_AT",
+    "COR_STATUS_AT",
+    "COR_STREAM_AT",
+    "COR_T_FPGA_AT",
+    "COR_T_HOST_RX_AT",
+    "COR_T_HOST_TX_AT",
     "CRC_SIZE",
+    "FLAGS_AT",
     "FLAG_END_OF_STREAM",
     "FLAG_FIRST_ROUND",
     "FLAG_LAST_ROUND",
+    "MAGIC_AT",
     "SYNDROME_HEADER_SIZE",
     "SYNDROME_MAGIC",
+    "SYN_N_BITS_AT",
+    "SYN_PAYLOAD_AT",
+    "SYN_ROUND_AT",
+    "SYN_SEQ_AT",
+    "SYN_SHOT_AT",
+    "SYN_STREAM_AT",
+    "SYN_T_FPGA_AT",
+    "VERSION_AT",
     "WIRE_VERSION",
     "CorrectionStatus",
     "Reason",
@@ -88,6 +109,15 @@ CRC_SIZE = 4
 FLAG_FIRST_ROUND = 0x01
 FLAG_LAST_ROUND = 0x02
 FLAG_END_OF_STREAM = 0x80
+
+# Field offsets, in bytes from the start of a packet: every parser and writer, on the
+# host, in the persistent GPU kernel and on the board, reads and writes through these.
+MAGIC_AT, VERSION_AT, FLAGS_AT = 0, 4, 5  # shared by both packets
+SYN_N_BITS_AT, SYN_STREAM_AT, SYN_ROUND_AT = 6, 8, 12
+SYN_SHOT_AT, SYN_SEQ_AT, SYN_T_FPGA_AT, SYN_PAYLOAD_AT = 16, 24, 32, SYNDROME_HEADER_SIZE
+COR_N_OBS_AT, COR_STREAM_AT, COR_STATUS_AT, COR_RESERVED_AT, COR_N_FRAME_AT = 6, 8, 12, 13, 14
+COR_SHOT_AT, COR_SEQ_AT, COR_T_FPGA_AT = 16, 24, 32
+COR_T_HOST_RX_AT, COR_T_HOST_TX_AT, COR_OBS_AT = 40, 48, CORRECTION_HEADER_SIZE
 
 # Magics as little-endian u32, for comparisons inside numba.
 _SYN_MAGIC_U32 = int.from_bytes(SYNDROME_MAGIC, "little")
@@ -194,34 +224,35 @@ def write_syndrome(
             (``np.packbits(bits, bitorder="little")``).
     """
     n_bytes = (n_bits + 7) // 8
-    size = 40 + n_bytes + 4
+    size = SYN_PAYLOAD_AT + n_bytes + CRC_SIZE
     if out.shape[0] < size:
         raise ValueError("syndrome packet does not fit in the output buffer")
-    _put(out, 0, _SYN_MAGIC_U32, 4)
-    out[4] = WIRE_VERSION
-    out[5] = flags
-    _put(out, 6, n_bits, 2)
-    _put(out, 8, stream_id, 4)
-    _put(out, 12, round_index, 4)
-    _put(out, 16, shot, 8)
-    _put(out, 24, seq, 8)
-    _put(out, 32, t_fpga, 8)
+    _put(out, MAGIC_AT, _SYN_MAGIC_U32, 4)
+    out[VERSION_AT] = WIRE_VERSION
+    out[FLAGS_AT] = flags
+    _put(out, SYN_N_BITS_AT, n_bits, 2)
+    _put(out, SYN_STREAM_AT, stream_id, 4)
+    _put(out, SYN_ROUND_AT, round_index, 4)
+    _put(out, SYN_SHOT_AT, shot, 8)
+    _put(out, SYN_SEQ_AT, seq, 8)
+    _put(out, SYN_T_FPGA_AT, t_fpga, 8)
     for i in range(n_bytes):
-        out[40 + i] = payload[i]
-    _put(out, 40 + n_bytes, crc32(out, 40 + n_bytes), 4)
+        out[SYN_PAYLOAD_AT + i] = payload[i]
+    end = SYN_PAYLOAD_AT + n_bytes
+    _put(out, end, crc32(out, end), CRC_SIZE)
     return size
 
 
 @njit_cached(nogil=True)
 def _check_frame(buf: np.ndarray, length: int, magic: int, header: int) -> int:
     """Reason code for the parts every packet shares; payload size checked by callers."""
-    if length < 6:
+    if length < FLAGS_AT + 1:
         return 3  # TRUNCATED: not even magic + version + flags
-    if _get(buf, 0, 4) != magic:
+    if _get(buf, MAGIC_AT, 4) != magic:
         return 1  # BAD_MAGIC
-    if buf[4] != WIRE_VERSION:
+    if buf[VERSION_AT] != WIRE_VERSION:
         return 2  # BAD_VERSION
-    if length < header + 4:
+    if length < header + CRC_SIZE:
         return 3  # TRUNCATED
     return 0
 
@@ -232,7 +263,7 @@ def _check_body(buf: np.ndarray, length: int, size: int) -> int:
         return 3  # TRUNCATED
     if length > size:
         return 5  # BAD_LENGTH: trailing bytes
-    if crc32(buf, size - 4) != _get(buf, size - 4, 4):
+    if crc32(buf, size - CRC_SIZE) != _get(buf, size - CRC_SIZE, CRC_SIZE):
         return 4  # BAD_CRC
     return 0
 
@@ -249,20 +280,20 @@ def parse_syndrome(buf: np.ndarray, length: int, fields: np.ndarray) -> int:
             (flags, n_bits, stream_id, round, shot, seq, t_fpga) when the
             packet is valid; unspecified otherwise.
     """
-    r = _check_frame(buf, length, _SYN_MAGIC_U32, 40)
+    r = _check_frame(buf, length, _SYN_MAGIC_U32, SYN_PAYLOAD_AT)
     if r != 0:
         return r
-    n_bits = int(_get(buf, 6, 2))
-    r = _check_body(buf, length, 40 + (n_bits + 7) // 8 + 4)
+    n_bits = int(_get(buf, SYN_N_BITS_AT, 2))
+    r = _check_body(buf, length, SYN_PAYLOAD_AT + (n_bits + 7) // 8 + CRC_SIZE)
     if r != 0:
         return r
-    fields[0] = buf[5]
+    fields[0] = buf[FLAGS_AT]
     fields[1] = n_bits
-    fields[2] = _get(buf, 8, 4)
-    fields[3] = _get(buf, 12, 4)
-    fields[4] = _get(buf, 16, 8)
-    fields[5] = _get(buf, 24, 8)
-    fields[6] = _get(buf, 32, 8)
+    fields[2] = _get(buf, SYN_STREAM_AT, 4)
+    fields[3] = _get(buf, SYN_ROUND_AT, 4)
+    fields[4] = _get(buf, SYN_SHOT_AT, 8)
+    fields[5] = _get(buf, SYN_SEQ_AT, 8)
+    fields[6] = _get(buf, SYN_T_FPGA_AT, 8)
     return 0
 
 
@@ -291,27 +322,27 @@ def write_correction(
     """
     n_ob = (n_obs + 7) // 8
     n_fb = (n_frame + 7) // 8
-    size = 56 + n_ob + n_fb + 4
+    size = COR_OBS_AT + n_ob + n_fb + CRC_SIZE
     if out.shape[0] < size:
         raise ValueError("correction packet does not fit in the output buffer")
-    _put(out, 0, _COR_MAGIC_U32, 4)
-    out[4] = WIRE_VERSION
-    out[5] = flags
-    _put(out, 6, n_obs, 2)
-    _put(out, 8, stream_id, 4)
-    out[12] = status
-    out[13] = 0
-    _put(out, 14, n_frame, 2)
-    _put(out, 16, shot, 8)
-    _put(out, 24, seq, 8)
-    _put(out, 32, t_fpga, 8)
-    _put(out, 40, t_host_rx, 8)
-    _put(out, 48, t_host_tx, 8)
+    _put(out, MAGIC_AT, _COR_MAGIC_U32, 4)
+    out[VERSION_AT] = WIRE_VERSION
+    out[FLAGS_AT] = flags
+    _put(out, COR_N_OBS_AT, n_obs, 2)
+    _put(out, COR_STREAM_AT, stream_id, 4)
+    out[COR_STATUS_AT] = status
+    out[COR_RESERVED_AT] = 0
+    _put(out, COR_N_FRAME_AT, n_frame, 2)
+    _put(out, COR_SHOT_AT, shot, 8)
+    _put(out, COR_SEQ_AT, seq, 8)
+    _put(out, COR_T_FPGA_AT, t_fpga, 8)
+    _put(out, COR_T_HOST_RX_AT, t_host_rx, 8)
+    _put(out, COR_T_HOST_TX_AT, t_host_tx, 8)
     for i in range(n_ob):
-        out[56 + i] = obs[i]
+        out[COR_OBS_AT + i] = obs[i]
     for i in range(n_fb):
-        out[56 + n_ob + i] = frame[i]
-    _put(out, size - 4, crc32(out, size - 4), 4)
+        out[COR_OBS_AT + n_ob + i] = frame[i]
+    _put(out, size - CRC_SIZE, crc32(out, size - CRC_SIZE), CRC_SIZE)
     return size
 
 
@@ -325,24 +356,24 @@ def parse_correction(buf: np.ndarray, length: int, fields: np.ndarray) -> int:
         fields: uint64[10], C-contiguous, overwritten with (flags, n_obs,
             stream_id, status, n_frame, shot, seq, t_fpga, t_host_rx, t_host_tx).
     """
-    r = _check_frame(buf, length, _COR_MAGIC_U32, 56)
+    r = _check_frame(buf, length, _COR_MAGIC_U32, COR_OBS_AT)
     if r != 0:
         return r
-    n_obs = int(_get(buf, 6, 2))
-    n_frame = int(_get(buf, 14, 2))
-    r = _check_body(buf, length, 56 + (n_obs + 7) // 8 + (n_frame + 7) // 8 + 4)
+    n_obs = int(_get(buf, COR_N_OBS_AT, 2))
+    n_frame = int(_get(buf, COR_N_FRAME_AT, 2))
+    r = _check_body(buf, length, COR_OBS_AT + (n_obs + 7) // 8 + (n_frame + 7) // 8 + CRC_SIZE)
     if r != 0:
         return r
-    if buf[12] > _MAX_STATUS:
+    if buf[COR_STATUS_AT] > _MAX_STATUS:
         return 10  # BAD_FIELD
-    fields[0] = buf[5]
+    fields[0] = buf[FLAGS_AT]
     fields[1] = n_obs
-    fields[2] = _get(buf, 8, 4)
-    fields[3] = buf[12]
+    fields[2] = _get(buf, COR_STREAM_AT, 4)
+    fields[3] = buf[COR_STATUS_AT]
     fields[4] = n_frame
-    fields[5] = _get(buf, 16, 8)
-    fields[6] = _get(buf, 24, 8)
-    fields[7] = _get(buf, 32, 8)
-    fields[8] = _get(buf, 40, 8)
-    fields[9] = _get(buf, 48, 8)
+    fields[5] = _get(buf, COR_SHOT_AT, 8)
+    fields[6] = _get(buf, COR_SEQ_AT, 8)
+    fields[7] = _get(buf, COR_T_FPGA_AT, 8)
+    fields[8] = _get(buf, COR_T_HOST_RX_AT, 8)
+    fields[9] = _get(buf, COR_T_HOST_TX_AT, 8)
     return 0

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from qhil.bridge import (
     FLAG_END_OF_STREAM,
+    FLAGS_AT,
     PacketReceiver,
     PacketSender,
     TransportClosed,
@@ -93,7 +94,7 @@ class _Pump:
             ) from None
         for i in range(m):
             packet = self.down[i, : self.down_len[i]]
-            self.eos_acked |= packet.size > 5 and bool(packet[5] & FLAG_END_OF_STREAM)
+            self.eos_acked |= packet.size > FLAGS_AT and bool(packet[FLAGS_AT] & FLAG_END_OF_STREAM)
             self.fe.send_correction(packet)
         self.packets_down += m
         return n + m

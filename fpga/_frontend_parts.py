@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from qhil.bridge import Reason, parse_correction
+from qhil.bridge import SYNDROME_HEADER_SIZE, Reason, parse_correction
 from qhil.fpga._detprog_rom import CNT_WIDTH, RomLayout
 from qhil.fpga._regmap import CTRL_BITS, REGISTERS
 
@@ -110,7 +110,7 @@ class PacketizerModel:
 
     def __init__(self, max_bits: int) -> None:
         self.max_bits = max_bits
-        self.nw = (40 + (max_bits + 7) // 8 + 7) // 8
+        self.nw = (SYNDROME_HEADER_SIZE + (max_bits + 7) // 8 + 7) // 8
         self.busy = 0
         self.out_valid = 0
         self.out_data = 0
@@ -135,7 +135,7 @@ class PacketizerModel:
         if start and self.start_ready(out_ready):
             stream_id, round_, shot, seq, t_fpga, flags, n_bits, bits = fields
             n_pay = (n_bits + 7) // 8
-            body_len = 40 + n_pay
+            body_len = SYNDROME_HEADER_SIZE + n_pay
             payload = bits & ((1 << min(n_bits, self.max_bits)) - 1)
             body = (
                 b"QSYN"

@@ -30,7 +30,15 @@ import zlib
 
 import numpy as np
 
-from qhil.bridge import CorrectionPacket, CorrectionStatus
+from qhil.bridge import (
+    COR_N_FRAME_AT,
+    COR_N_OBS_AT,
+    COR_STATUS_AT,
+    MAGIC_AT,
+    VERSION_AT,
+    CorrectionPacket,
+    CorrectionStatus,
+)
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs
 from qhil.fpga._frontend_stimulus import AxiOp, Stimulus, SyndromeOut
@@ -266,18 +274,18 @@ class ScenarioHost(Stimulus):
             i = rng.randrange(len(data) * 8)
             data[i // 8] ^= 1 << (i % 8)
         elif how == "magic":
-            data[rng.randrange(4)] ^= rng.randint(1, 255)
+            data[MAGIC_AT + rng.randrange(4)] ^= rng.randint(1, 255)
         elif how == "version":
-            data[4] = rng.choice((0, 2, 255))
+            data[VERSION_AT] = rng.choice((0, 2, 255))
         elif how == "truncate":
             del data[rng.randint(1, len(data) - 1) :]
             return bytes(data)
         elif how == "trailing":
             return bytes(data) + rng.randbytes(rng.randint(1, 6))
         elif how == "status":
-            data[12] = rng.randint(3, 255)
+            data[COR_STATUS_AT] = rng.randint(3, 255)
         else:
-            data[rng.choice((6, 14))] ^= 1 << rng.randrange(3)
+            data[rng.choice((COR_N_OBS_AT, COR_N_FRAME_AT))] ^= 1 << rng.randrange(3)
         if how != "crc":
             data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "little")
         return bytes(data)

@@ -22,7 +22,7 @@ import dataclasses
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from qhil.bridge import SYNDROME_HEADER_SIZE
+from qhil.bridge import FLAGS_AT, SYN_N_BITS_AT, SYN_T_FPGA_AT, SYNDROME_HEADER_SIZE
 from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs
 from qhil.fpga._regmap import REGISTERS
 
@@ -65,15 +65,15 @@ class SyndromeOut:
 
     @property
     def t_fpga(self) -> int:
-        return int.from_bytes(self.data[32:40], "little")
+        return int.from_bytes(self.data[SYN_T_FPGA_AT : SYN_T_FPGA_AT + 8], "little")
 
     @property
     def n_bits(self) -> int:
-        return int.from_bytes(self.data[6:8], "little")
+        return int.from_bytes(self.data[SYN_N_BITS_AT : SYN_N_BITS_AT + 2], "little")
 
     @property
     def flags(self) -> int:
-        return self.data[5]
+        return self.data[FLAGS_AT]
 
     @property
     def shot(self) -> int:

@@ -79,9 +79,11 @@ import numpy as np
 from numba import cuda
 
 from qhil.bridge import (
+    CRC_SIZE,
     FLAG_END_OF_STREAM,
     FLAG_FIRST_ROUND,
     FLAG_LAST_ROUND,
+    FLAGS_AT,
     H_AUX,
     H_ROUNDS,
     H_SEQ,
@@ -90,8 +92,18 @@ from qhil.bridge import (
     H_STREAM,
     H_T_FPGA,
     HEARTBEAT_EVERY,
+    MAGIC_AT,
     STATE_EXITED,
     STATE_RUNNING,
+    SYN_N_BITS_AT,
+    SYN_PAYLOAD_AT,
+    SYN_ROUND_AT,
+    SYN_SEQ_AT,
+    SYN_SHOT_AT,
+    SYN_STREAM_AT,
+    SYN_T_FPGA_AT,
+    SYNDROME_MAGIC,
+    VERSION_AT,
     W_COUNTERS,
     W_HEARTBEAT,
     W_IN_DONE,
@@ -152,7 +164,7 @@ _BAD_LENGTH, _BAD_FIELD = int(Reason.BAD_LENGTH), int(Reason.BAD_FIELD)
 _SEQ_GAP, _DUPLICATE, _STALE = int(Reason.SEQ_GAP), int(Reason.DUPLICATE), int(Reason.STALE)
 _UNKNOWN_STREAM = int(Reason.UNKNOWN_STREAM)
 _DECODED, _INCOMPLETE = int(CorrectionStatus.DECODED), int(CorrectionStatus.INCOMPLETE)
-_MAGIC = tuple(b"QSYN")
+_MAGIC = tuple(SYNDROME_MAGIC)
 # Thread 0's decision, as bits: abandon the open shot, open a new one, stream this round.
 A_ABANDON, A_OPEN, A_ACCEPT = 1, 2, 4
 # Shared int64 scalars broadcast by thread 0.
@@ -239,17 +251,21 @@ def streaming_kernel(
             flag_store(ctrl, W_IN_DONE, n + 1)
             reason, size = sh[S_REASON], np.int64(0)
             if reason == 0:
-                if ln < 6:
+                if ln < FLAGS_AT + 1:
                     reason = _TRUNCATED
-                elif (pkt[0] != _MAGIC[0] or pkt[1] != _MAGIC[1] or pkt[2] != _MAGIC[2]
-                      or pkt[3] != _MAGIC[3]):  # fmt: skip
+                elif (pkt[MAGIC_AT] != _MAGIC[0] or pkt[MAGIC_AT + 1] != _MAGIC[1]
+                      or pkt[MAGIC_AT + 2] != _MAGIC[2]
+                      or pkt[MAGIC_AT + 3] != _MAGIC[3]):  # fmt: skip
                     reason = _BAD_MAGIC
-                elif pkt[4] != WIRE_VERSION:
+                elif pkt[VERSION_AT] != WIRE_VERSION:
                     reason = _BAD_VERSION
-                elif ln < 44:
+                elif ln < SYN_PAYLOAD_AT + CRC_SIZE:
                     reason = _TRUNCATED
                 else:
-                    size = 44 + ((np.int64(pkt[6]) | (np.int64(pkt[7]) << 8)) + 7) // 8
+                    n_bits_wire = np.int64(pkt[SYN_N_BITS_AT]) | (
+                        np.int64(pkt[SYN_N_BITS_AT + 1]) << 8
+                    )
+                    size = SYN_PAYLOAD_AT + (n_bits_wire + 7) // 8 + CRC_SIZE
                     if ln < size:
                         reason = _TRUNCATED
                     elif ln > size:
@@ -258,7 +274,7 @@ def streaming_kernel(
             crc_acc[0] = 0
         cuda.syncthreads()
         if sh[S_REASON] == 0:
-            nb = sh[S_SIZE] - 4
+            nb = sh[S_SIZE] - CRC_SIZE
             c = np.int64(0)
             for i in range(tid, nb, nth):
                 c ^= np.int64(crc_tab[nb - 1 - i, pkt[i]])
@@ -268,23 +284,23 @@ def streaming_kernel(
         if tid == 0:
             reason, acts, p_rnd = sh[S_REASON], 0, np.int64(0)
             if reason == 0:
-                nb = sh[S_SIZE] - 4
+                nb = sh[S_SIZE] - CRC_SIZE
                 stored = np.int64(0)
-                for b in range(4):
+                for b in range(CRC_SIZE):
                     stored |= np.int64(pkt[nb + b]) << (8 * b)
                 if (crc_acc[0] ^ np.int64(crc_zero[nb])) != stored:
                     reason = _BAD_CRC
             if reason == 0:
-                flags = np.int64(pkt[5])
-                p_bits = np.int64(pkt[6]) | (np.int64(pkt[7]) << 8)
+                flags = np.int64(pkt[FLAGS_AT])
+                p_bits = np.int64(pkt[SYN_N_BITS_AT]) | (np.int64(pkt[SYN_N_BITS_AT + 1]) << 8)
                 stream, p_shot, p_seq, p_tf = np.int64(0), np.int64(0), np.int64(0), np.int64(0)
                 for b in range(4):
-                    stream |= np.int64(pkt[8 + b]) << (8 * b)
-                    p_rnd |= np.int64(pkt[12 + b]) << (8 * b)
+                    stream |= np.int64(pkt[SYN_STREAM_AT + b]) << (8 * b)
+                    p_rnd |= np.int64(pkt[SYN_ROUND_AT + b]) << (8 * b)
                 for b in range(8):  # u64 on the wire: >= 2**63 reads negative here
-                    p_shot |= np.int64(pkt[16 + b]) << (8 * b)
-                    p_seq |= np.int64(pkt[24 + b]) << (8 * b)
-                    p_tf |= np.int64(pkt[32 + b]) << (8 * b)
+                    p_shot |= np.int64(pkt[SYN_SHOT_AT + b]) << (8 * b)
+                    p_seq |= np.int64(pkt[SYN_SEQ_AT + b]) << (8 * b)
+                    p_tf |= np.int64(pkt[SYN_T_FPGA_AT + b]) << (8 * b)
                 if p_seq < 0 or p_shot < 0:
                     reason = _BAD_FIELD
                 elif stream != stream_id:
@@ -383,8 +399,8 @@ def streaming_kernel(
                 ]
             cuda.syncthreads()
             base = round_off[t]
-            for b in range(tid, n_bits[t], nth):  # LSB-first payload after the 40-byte header
-                v = (pkt[40 + (b >> 3)] >> (b & 7)) & 1
+            for b in range(tid, n_bits[t], nth):  # the payload, LSB-first
+                v = (pkt[SYN_PAYLOAD_AT + (b >> 3)] >> (b & 7)) & 1
                 dets[base + b] = v
                 if v != 0:
                     kc = det_kc[base + b]

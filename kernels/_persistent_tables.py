@@ -42,6 +42,7 @@ import zlib
 
 import numpy as np
 
+from qhil.bridge import syndrome_size
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
 
@@ -269,7 +270,7 @@ def build_tables(
         bs.append(b.astype(np.int64))
         w_off, b_off, a_off = w_off + w.size, b_off + b.size, a_off + c_in * ring * plane
     n_bits = np.ascontiguousarray(np.diff(round_off))
-    max_packet = 40 + (int(n_bits.max()) + 7) // 8 + 4
+    max_packet = syndrome_size(int(n_bits.max()))
     if max_packet > MAX_PACKET:
         raise ValueError(
             f"a round of {int(n_bits.max())} detectors needs {max_packet}-byte packets; "
