@@ -159,7 +159,7 @@ __all__ = [
 # importing qhil.bridge does not load numba.cuda.
 _GPU_RING_NAMES = (
     "CONTROL_WORDS", "COUNTER_WORDS", "HEADER_WORDS", "HEARTBEAT_EVERY",
-    "H_AUX", "H_ROUNDS", "H_SEQ", "H_SHOT", "H_STATUS", "H_STREAM", "H_T_FPGA",
+    "H_CORRECTIONS", "H_LENGTH", "H_ROUNDS", "H_SEQ", "H_SHOT", "H_STATUS", "H_STREAM", "H_T_FPGA",
     "STATE_EXITED", "STATE_IDLE", "STATE_RUNNING",
     "W_COUNTERS", "W_HEARTBEAT", "W_IN_DONE", "W_OUT_DONE", "W_SHUTDOWN", "W_STALL", "W_STATE",
     "MappedRingSpec", "MappedSlotRing", "flag_load", "flag_store", "simulator_enabled",

@@ -9,7 +9,7 @@ It measures what the mapped-memory ring costs with no compute in the way::
 The kernel (one block; thread 0 polls, every thread copies) speaks the ring's
 protocol exactly as ``PersistentPreDecoder``'s kernel does: wait for window
 ``n`` (its slot's flag reads ``n + 1``) *and* for output slot ``n`` to be free,
-fence, copy ``H_AUX`` payload bytes (XOR 0xFF, so a stale slot can never pass
+fence, copy ``H_LENGTH`` payload bytes (XOR 0xFF, so a stale slot can never pass
 for an echo) with the header into the output ring, fence, publish
 ``W_IN_DONE`` and the output flag. It honours the shutdown flag on every poll
 and bumps the heartbeat while it waits.
@@ -36,7 +36,7 @@ import numpy as np
 from numba import cuda
 
 from qhil.bridge._gpu_ring import (
-    H_AUX,
+    H_LENGTH,
     H_SEQ,
     H_SHOT,
     H_STREAM,
@@ -95,7 +95,7 @@ def echo_kernel(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_o
                         flag_store(ctrl, W_HEARTBEAT, beat)
             cuda.threadfence_system()  # payload reads stay after the flag reads
             if status > 0:
-                length = in_hdr[slot, H_AUX]
+                length = in_hdr[slot, H_LENGTH]
                 if length > width:
                     length = width
                 if length < 0:
@@ -112,7 +112,7 @@ def echo_kernel(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_o
             out_hdr[slot, H_STREAM] = in_hdr[slot, H_STREAM]
             out_hdr[slot, H_SHOT] = in_hdr[slot, H_SHOT]
             out_hdr[slot, H_SEQ] = in_hdr[slot, H_SEQ]
-            out_hdr[slot, H_AUX] = length
+            out_hdr[slot, H_LENGTH] = length
             out_obs[slot, 0] = 0
         cuda.threadfence_system()  # each thread's reads and writes are complete
         cuda.syncthreads()
@@ -236,7 +236,7 @@ class EchoLoopback:
     @property
     def last_payload(self) -> np.ndarray:
         """The last echo's payload (the bytes sent, XOR 0xFF)."""
-        return self._data[0, : int(self._hdr[0, H_AUX])]
+        return self._data[0, : int(self._hdr[0, H_LENGTH])]
 
     def round_trip(self, payload: np.ndarray, *, timeout_s: float = 5.0) -> None:
         """Send one window and wait for its echo in compiled code; raise on a timeout.

@@ -21,12 +21,12 @@ Layout (``n_slots`` a power of two; slot ``n & (n_slots - 1)`` for window ``n``)
   (contiguous: no host-written word shares their lines); what each counts is
   the kernel's to define (``qhil.kernels._persistent_kernel``).
 - input ring: ``in_seq`` uint64[n_slots]; ``in_hdr`` int64[n_slots, HEADER_WORDS]
-  (``H_STREAM``, ``H_SHOT``, ``H_SEQ``, ``H_AUX`` = bytes in the slot);
+  (``H_STREAM``, ``H_SHOT``, ``H_SEQ``, ``H_LENGTH`` = bytes in the slot);
   ``in_data`` uint8[n_slots, in_width] (a window, or one raw wire-v1 packet:
-  :class:`~qhil.bridge._gpu_sender.GpuPacketSender` writes only ``H_AUX`` and
+  :class:`~qhil.bridge._gpu_sender.GpuPacketSender` writes only ``H_LENGTH`` and
   the bytes, and the kernel reads the header from the bytes).
 - output ring: ``out_seq`` uint64[n_slots]; ``out_hdr`` int64[n_slots, HEADER_WORDS]
-  (``H_STREAM``, ``H_SHOT``, ``H_SEQ`` echoed; ``H_AUX`` = corrections applied;
+  (``H_STREAM``, ``H_SHOT``, ``H_SEQ`` echoed; ``H_CORRECTIONS`` = corrections applied;
   ``H_STATUS`` a ``CorrectionStatus``; ``H_T_FPGA`` echoed; ``H_ROUNDS`` rounds
   received); ``out_data`` uint8[n_slots, out_width] (the residual, 0/1 bytes);
   ``out_obs`` uint8[n_slots, n_obs] (the logical flips, 0/1).
@@ -121,7 +121,8 @@ __all__ = [
     "COUNTER_WORDS",
     "HEADER_WORDS",
     "HEARTBEAT_EVERY",
-    "H_AUX",
+    "H_CORRECTIONS",
+    "H_LENGTH",
     "H_ROUNDS",
     "H_SEQ",
     "H_SHOT",
@@ -150,7 +151,10 @@ W_COUNTERS, COUNTER_WORDS = 64, 32  # kernel-written counters (one writer: no li
 CONTROL_WORDS = W_COUNTERS + COUNTER_WORDS
 STATE_IDLE, STATE_RUNNING, STATE_EXITED = 0, 1, 2
 HEADER_WORDS = 8
-H_STREAM, H_SHOT, H_SEQ, H_AUX, H_STATUS, H_T_FPGA, H_ROUNDS = 0, 1, 2, 3, 4, 5, 6
+H_STREAM, H_SHOT, H_SEQ, H_STATUS, H_T_FPGA, H_ROUNDS = 0, 1, 2, 4, 5, 6
+# Word 3 means one thing per ring: the input slot's length, the output slot's corrections.
+H_LENGTH = 3  # input ring: bytes in the slot
+H_CORRECTIONS = 3  # output ring: corrections the pre-decoder applied
 HEARTBEAT_EVERY = 64  # kernel polls between heartbeat stores (each store is a bus write)
 
 
@@ -251,7 +255,7 @@ def _commit(in_seq, in_hdr, local, length) -> None:
     """Publish the reserved window ``local[0]`` holding ``length`` bytes."""
     n = local[0]
     slot = n & (in_seq.shape[0] - 1)
-    in_hdr[slot, H_AUX] = length
+    in_hdr[slot, H_LENGTH] = length
     store_release_u64(in_seq, slot, n + 1)  # the slot's stores stay ahead of this
     local[0] = n + 1
 

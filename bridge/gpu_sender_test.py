@@ -110,7 +110,7 @@ def _raised(fn: Callable[[], object]) -> str | None:
 
 def _scenario() -> dict[str, Any]:
     from qhil.bridge import Reason, parse_syndrome
-    from qhil.bridge._gpu_ring import H_AUX, W_IN_DONE, MappedRingSpec, MappedSlotRing
+    from qhil.bridge._gpu_ring import H_LENGTH, W_IN_DONE, MappedRingSpec, MappedSlotRing
     from qhil.bridge._gpu_sender import GpuPacketSender
     from qhil.bridge._transport import PacketSender
 
@@ -129,7 +129,7 @@ def _scenario() -> dict[str, Any]:
     out["slot_bytes_ok"] = all(
         bytes(h["in_data"][i, : len(packets[i])]) == packets[i] for i in range(4)
     )
-    out["lengths"] = h["in_hdr"][:, H_AUX].tolist()
+    out["lengths"] = h["in_hdr"][:, H_LENGTH].tolist()
     out["flags"] = h["in_seq"].tolist()
     out["reserve_when_full"] = tx.reserve()
     h["ctrl"][W_IN_DONE] = 1  # acting as the kernel: packet 0 taken, slot 0 free

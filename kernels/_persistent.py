@@ -59,7 +59,7 @@ import numpy as np
 from numba import cuda
 
 from qhil.bridge import (
-    H_AUX,
+    H_CORRECTIONS,
     H_ROUNDS,
     H_SEQ,
     H_SHOT,
@@ -375,7 +375,7 @@ class PersistentPreDecoder:
                 stream=int(h[H_STREAM]),
                 seq=int(h[H_SEQ]),
                 t_fpga=int(h[H_T_FPGA]),
-                corrections=int(h[H_AUX]),
+                corrections=int(h[H_CORRECTIONS]),
             )
             for i, h in enumerate(hdr)
         ]

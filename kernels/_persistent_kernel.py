@@ -11,7 +11,7 @@ and computes. For input packet ``n`` (slot ``n & (n_slots - 1)``):
    ``HEARTBEAT_EVERY`` polls; then ``__threadfence_system()`` so the slot reads
    stay after the flag read.
 2. **Stage** the slot's bytes in shared memory (one byte per thread, all loads
-   in flight at once, the length word ``H_AUX`` read alongside them, rather
+   in flight at once, the length word ``H_LENGTH`` read alongside them, rather
    than one PCIe round trip after another), fence, synchronize, and hand the
    slot back (``W_IN_DONE = n + 1``) before any compute: the producer may
    refill it while the block works.
@@ -84,7 +84,8 @@ from qhil.bridge import (
     FLAG_FIRST_ROUND,
     FLAG_LAST_ROUND,
     FLAGS_AT,
-    H_AUX,
+    H_CORRECTIONS,
+    H_LENGTH,
     H_ROUNDS,
     H_SEQ,
     H_SHOT,
@@ -233,10 +234,10 @@ def streaming_kernel(
         cuda.syncthreads()
         if sh[S_GO] < 0:
             break
-        # 2. stage the whole slot in shared memory (its length, H_AUX, is read alongside:
+        # 2. stage the whole slot in shared memory (its length, H_LENGTH, is read alongside:
         # one PCIe round trip, not two), then hand the slot back to the producer
         if tid == 0:
-            ln = in_hdr[slot, H_AUX]
+            ln = in_hdr[slot, H_LENGTH]
             reason = 0
             if ln < 0 or ln > width:
                 ln, reason = np.int64(0), _BAD_LENGTH  # a producer bug; never trusted
@@ -349,7 +350,7 @@ def streaming_kernel(
             cuda.syncthreads()
             if tid == 0:
                 out_hdr[oslot, H_STREAM], out_hdr[oslot, H_SHOT] = stream_id, cur_shot
-                out_hdr[oslot, H_SEQ], out_hdr[oslot, H_AUX] = cur_seq, 0
+                out_hdr[oslot, H_SEQ], out_hdr[oslot, H_CORRECTIONS] = cur_seq, 0
                 out_hdr[oslot, H_STATUS], out_hdr[oslot, H_T_FPGA] = _INCOMPLETE, cur_tf
                 out_hdr[oslot, H_ROUNDS] = cur_rounds
                 for o in range(n_obs):
@@ -482,7 +483,7 @@ def streaming_kernel(
                 cuda.syncthreads()
                 if tid == 0:
                     out_hdr[oslot, H_STREAM], out_hdr[oslot, H_SHOT] = stream_id, cur_shot
-                    out_hdr[oslot, H_SEQ], out_hdr[oslot, H_AUX] = cur_seq, sh[S_NCORR]
+                    out_hdr[oslot, H_SEQ], out_hdr[oslot, H_CORRECTIONS] = cur_seq, sh[S_NCORR]
                     out_hdr[oslot, H_STATUS], out_hdr[oslot, H_T_FPGA] = _DECODED, cur_tf
                     out_hdr[oslot, H_ROUNDS] = cur_rounds
                     for o in range(n_obs):
@@ -506,7 +507,7 @@ def streaming_kernel(
     if tid == 0:
         if cur_shot >= 0:
             out_hdr[oslot, H_STREAM], out_hdr[oslot, H_SHOT] = stream_id, cur_shot
-            out_hdr[oslot, H_SEQ], out_hdr[oslot, H_AUX] = cur_seq, 0
+            out_hdr[oslot, H_SEQ], out_hdr[oslot, H_CORRECTIONS] = cur_seq, 0
             out_hdr[oslot, H_STATUS], out_hdr[oslot, H_T_FPGA] = _INCOMPLETE, cur_tf
             out_hdr[oslot, H_ROUNDS] = cur_rounds
             for o in range(n_obs):
