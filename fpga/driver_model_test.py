@@ -10,13 +10,13 @@ from qhil.fpga import FrontEnd, FrontEndConfig
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._driver_model import FrontEndTwin
 from qhil.fpga._regmap import REGISTERS
-from qhil.fpga.driver_test import _circuit, _correction, _drain
+from qhil.fpga._testing import correction_for, drain_syndromes, surface_circuit
 
 _OFFSET = {r.name: r.offset for r in REGISTERS}
 
 
 def _twin(*, fifo_packets: int = 64, pending_log2: int = 6, lockstep: bool = True) -> FrontEndTwin:
-    circuit = _circuit()
+    circuit = surface_circuit()
     twin = FrontEndTwin(
         DetectorProgram.from_circuit(circuit),
         circuit.num_observables,
@@ -42,11 +42,11 @@ def _packets(twin: FrontEndTwin) -> list[SyndromePacket]:
 
 
 def test_end_of_stream_is_queued_after_the_rounds_and_its_ack_sets_done() -> None:
-    fe = FrontEnd.open(_circuit(), target="model")
+    fe = FrontEnd.open(surface_circuit(), target="model")
     fe.start()
     fe.send_measurements(np.zeros((1, fe.program.meas_offsets[-1]), dtype=bool))
     fe.send_end_of_stream()
-    packets = _drain(fe)
+    packets = drain_syndromes(fe)
     eos = packets[-1]
     assert [p.end_of_stream for p in packets] == [False] * 3 + [True]
     assert (eos.shot, eos.round, eos.seq, eos.bits.size) == (0, 0, 3, 0)
@@ -92,7 +92,7 @@ def test_lockstep_waits_for_a_pending_slot_paced_evicts() -> None:
             assert twin.send_round(_round(last), 0, 16, 0.0)
     assert not twin.send_round(_round(), 0, 16, 0.0), "shot 2's slot holds shot 0"
     packets = _packets(twin)
-    correction = _correction(packets[2], [1])
+    correction = correction_for(packets[2], [1])
     assert twin.send_packet(np.frombuffer(correction, dtype=np.uint8), 0.0)
     assert twin.send_round(_round(), 0, 16, 0.0), "shot 0 answered: its slot is free"
 
@@ -106,18 +106,18 @@ def test_lockstep_waits_for_a_pending_slot_paced_evicts() -> None:
 
 
 def test_an_incomplete_correction_must_echo_the_rounds_sent() -> None:
-    fe = FrontEnd.open(_circuit(), target="model", config=FrontEndConfig())
+    fe = FrontEnd.open(surface_circuit(), target="model", config=FrontEndConfig())
     fe.start()
     fe.send_measurements(np.zeros((1, fe.program.meas_offsets[-1]), dtype=bool))
-    last = _drain(fe)[-1]
-    fe.send_correction(_correction(last, [], status=1, frame=[1, 1]))
+    last = drain_syndromes(fe)[-1]
+    fe.send_correction(correction_for(last, [], status=1, frame=[1, 1]))
     assert fe.regs["CORR_BAD_LENGTH"] == 1
-    fe.send_correction(_correction(last, [], status=1, frame=[1, 1, 0]))
+    fe.send_correction(correction_for(last, [], status=1, frame=[1, 1, 0]))
     assert fe.regs["SHOTS_INCOMPLETE"] == 1
 
 
 def test_the_twin_refuses_what_the_rtl_cannot_hold() -> None:
-    circuit = _circuit()
+    circuit = surface_circuit()
     program = DetectorProgram.from_circuit(circuit)
     with pytest.raises(ValueError, match=r"1\.\.32 logical observables"):
         FrontEndTwin(program, 33, reason="", fifo_packets=1)
@@ -138,33 +138,33 @@ def test_the_twin_agrees_with_the_rtl_model_on_packets_and_counters() -> None:
     from qhil.fpga._frontend_model import FrontendModel
     from qhil.fpga._frontend_stimulus import Stimulus
 
-    circuit = _circuit(d=3, rounds=2, p=0.05)
+    circuit = surface_circuit(d=3, rounds=2, p=0.05)
     fe = FrontEnd.open(circuit, target="model")
     replay = fe.replay_buffer(circuit.compile_sampler(seed=9).sample(5))
     fe.regs["STREAM_ID"] = 5
     fe.regs["CTRL"] = 0b11  # ENABLE, LOCKSTEP
     fe.send_measurements(replay)
-    twin_packets = _drain(fe)
+    twin_packets = drain_syndromes(fe)
     last = {p.shot: p for p in twin_packets if p.last_round}
     eos_ack = CorrectionPacket(stream_id=5, shot=0, seq=0, t_fpga=0, obs=[], flags=0x80)
-    bad_crc = bytearray(_correction(last[0], [1]))
+    bad_crc = bytearray(correction_for(last[0], [1]))
     bad_crc[-1] ^= 1
     corrections = [
-        _correction(last[1], [1], seq=last[1].seq - 1),  # BAD_FIELD
-        _correction(last[0], [1]),
-        _correction(last[0], [1]),  # DUPLICATE
+        correction_for(last[1], [1], seq=last[1].seq - 1),  # BAD_FIELD
+        correction_for(last[0], [1]),
+        correction_for(last[0], [1]),  # DUPLICATE
         bytes(bad_crc),
-        _correction(last[1], [0]),
-        _correction(last[2], [], status=1, frame=[1, 0, 1]),  # INCOMPLETE
-        _correction(last[3], [], status=2),  # DECODER_ERROR
-        _correction(last[3], [1], shot=9),  # UNKNOWN_SHOT
-        _correction(last[3], [1], stream_id=6),  # UNKNOWN_STREAM
+        correction_for(last[1], [0]),
+        correction_for(last[2], [], status=1, frame=[1, 0, 1]),  # INCOMPLETE
+        correction_for(last[3], [], status=2),  # DECODER_ERROR
+        correction_for(last[3], [1], shot=9),  # UNKNOWN_SHOT
+        correction_for(last[3], [1], stream_id=6),  # UNKNOWN_STREAM
         eos_ack.encode(),
     ]
     for c in corrections[:-1]:
         fe.send_correction(c)
     fe.send_end_of_stream()
-    twin_packets += _drain(fe)
+    twin_packets += drain_syndromes(fe)
     fe.send_correction(corrections[-1])
     names = [
         r.name

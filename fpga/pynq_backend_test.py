@@ -29,7 +29,7 @@ from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._driver_model import FrontEndTwin
 from qhil.fpga._driver_program import ProgramManifest, manifest_path
 from qhil.fpga._pynq_backend import CORRECTION_BYTES
-from qhil.fpga.driver_test import _circuit, _drain, _exchange
+from qhil.fpga._testing import drain_syndromes, exchange_and_check, surface_circuit
 
 FRONTEND_ADDR = 0xA000_0000
 _DMA = "xilinx.com:ip:axi_dma:7.1"
@@ -195,7 +195,7 @@ class Fabric:
 
 @pytest.fixture
 def circuit() -> stim.Circuit:
-    return _circuit(p=0.05)
+    return surface_circuit(p=0.05)
 
 
 @pytest.fixture
@@ -252,7 +252,7 @@ def test_exchange_through_the_fake_dmas(
     fabric: Fabric, circuit: stim.Circuit, bitstream: Path
 ) -> None:
     fe = _open(circuit, bitstream)
-    _exchange(fe, circuit, shots=6)
+    exchange_and_check(fe, circuit, shots=6)
     replay = fabric.allocations[2]
     prog = fe.program
     assert replay.dtype == np.uint64 and replay.shape == (6 * prog.num_rounds, 2)
@@ -282,8 +282,8 @@ def test_back_pressure_times_out_with_an_exact_resume_point(
         except FrontEndTimeout as ex:
             assert ex.rounds_sent > start, "a started transfer counts as sent"
             start, timeouts = ex.rounds_sent, timeouts + 1
-            got += _drain(fe)
-    got += _drain(fe)
+            got += drain_syndromes(fe)
+    got += drain_syndromes(fe)
     assert timeouts >= 1
     assert [(p.shot, p.round) for p in got] == [(s, t) for s in range(2) for t in range(3)]
 
@@ -343,7 +343,7 @@ def test_bitstream_files_and_program_are_checked(
         _open(circuit, bitstream.with_name("missing.bit"))
     with pytest.raises(ValueError, match=r"must be a \.bit file"):
         _open(circuit, bitstream.with_suffix(".hwh"))
-    other = _circuit("x", 3, 2)
+    other = surface_circuit("x", 3, 2)
     with pytest.raises(ValueError, match=r"built for another circuit.*rom_sha256"):
         _open(other, bitstream)
     assert _open(other, bitstream, check_program=False).target == "board"

@@ -8,11 +8,21 @@ import types
 import numpy as np
 import pymatching
 import pytest
+import stim
 
 from qhil.bridge import BridgeSpec, open_bridge
 from qhil.fpga import FrontEnd, FrontEndConfig, RelayStats, relay
-from qhil.fpga.driver_test import _circuit
 from qhil.host import DecoderService, HostStats, ServiceConfig
+
+
+def _circuit(d: int = 3, rounds: int = 2, p: float = 0.02) -> stim.Circuit:
+    return stim.Circuit.generated(
+        "surface_code:rotated_memory_z",
+        distance=d,
+        rounds=rounds,
+        after_clifford_depolarization=p,
+        before_measure_flip_probability=p,
+    )
 
 
 def test_relay_through_zmq_tcp_to_the_decoder_service() -> None:
