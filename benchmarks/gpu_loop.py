@@ -113,7 +113,7 @@ def bench_streaming(
 def _request_clean_stop() -> bool:
     """Do what a first Ctrl-C does to ``run_loop`` (finish cleanly), without a signal."""
     handler = signal.getsignal(signal.SIGINT)
-    if callable(handler) and "_ctrl_c_requests_stop" in getattr(handler, "__qualname__", ""):
+    if callable(handler) and "ctrl_c_requests_stop" in getattr(handler, "__qualname__", ""):
         handler(signal.SIGINT, None)  # first call only sets run_loop's stop flag
         return True
     return False
@@ -122,7 +122,7 @@ def _request_clean_stop() -> bool:
 def _run_capped(cfg: Any, cap_s: float) -> tuple[Any, bool]:
     """``run_loop(cfg)``'s report, stopped cleanly ``cap_s`` after the call (start-up included,
     at least 0.5 s of running); and whether the cap stopped it."""
-    from qhil.host._runner import run_loop
+    from qhil.host import run_loop
 
     t0 = time.monotonic()
     capped = [False]

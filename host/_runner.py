@@ -23,7 +23,6 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from qhil.host._metrics import FrontEndSnapshot, MetricsExporter
 from qhil.host._prepare import compiling_message, preparing
 from qhil.host._report import RunReport
 from qhil.host._service import DecoderService, HostStats, ServiceConfig
+from qhil.host._stop_requests import STOP_SIGNALS, StopRequests, ctrl_c_requests_stop
 from qhil.sim import (
     NoiseModel,
     ShotBatch,
@@ -63,7 +63,6 @@ from qhil.sim import (
 __all__ = ["LoopOutcome", "build_circuit", "run_loop"]
 
 _READY_TIMEOUT_S = 300.0  # first run on a machine compiles the numba kernels
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a service manager's stop
 _PARENT_GONE = (EOFError, OSError)  # the child's pipe once the parent died (BrokenPipeError...)
 
 
@@ -170,7 +169,7 @@ def _service_main(
 ) -> None:
     """The decoder process: warm up, say ready, serve, send back its stats.
     If the parent went away meanwhile, it ends quietly: nobody is left to tell."""
-    for signum in _STOP_SIGNALS:
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # the parent decides when to stop
     bridge = None
     try:
@@ -200,42 +199,6 @@ def _service_main(
 def _tell_parent(conn: multiprocessing.connection.Connection, message: Any) -> None:
     with contextlib.suppress(*_PARENT_GONE):  # the parent died: nobody to tell
         conn.send(message)
-
-
-class _StopRequests:
-    """Ctrl-C and SIGTERM in the parent. Before the first round (``running`` False)
-    they interrupt at once (KeyboardInterrupt: nothing to report yet); once the front
-    end runs, the first asks for a clean stop at a safe point, a second interrupts."""
-
-    def __init__(self) -> None:
-        self.running = False
-        self.stop = False
-
-    def signalled(self) -> None:
-        if self.stop or not self.running:
-            raise KeyboardInterrupt
-        self.stop = True
-
-
-@contextmanager
-def _ctrl_c_requests_stop() -> Iterator[_StopRequests]:
-    """Handle Ctrl-C and SIGTERM with a fresh :class:`_StopRequests` while inside.
-    (benchmarks/gpu_loop.py finds the handler by this function's name.)"""
-    requests = _StopRequests()
-
-    def handler(signum: int, frame: Any) -> None:
-        requests.signalled()
-
-    try:
-        previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
-    except ValueError:  # not the main thread: no signal handling there
-        yield requests
-        return
-    try:
-        yield requests
-    finally:
-        for signum, before in previous.items():
-            signal.signal(signum, before)
 
 
 class _Child:
@@ -338,7 +301,7 @@ def run_loop(
     Called from the main thread, Ctrl-C or SIGTERM raises KeyboardInterrupt before
     then; from then on the first one stops the run cleanly.
     """
-    with _ctrl_c_requests_stop() as requests:
+    with ctrl_c_requests_stop() as requests:
         circuit = build_circuit(config)
         spec = bridge_spec(config)
         bridge = open_bridge(spec, side="fpga") if spec.transport == "shm" else None
@@ -405,7 +368,7 @@ def _front_end(
     *,
     tx: PacketSender,
     rx: PacketReceiver,
-    requests: _StopRequests,
+    requests: StopRequests,
     progress: bool,
     console: Any,
     on_start: Callable[[], None] | None,
