@@ -181,6 +181,12 @@ def streaming_kernel(
 ):  # fmt: skip
     """Launch as ``[1, threads]`` once; streams packets until ``ctrl[W_SHUTDOWN]``.
 
+    One long body on purpose: a persistent kernel keeps its state (the open shot,
+    the stream's seq, the CNN's ring of activations) in registers and shared
+    memory across loop iterations, and numba-cuda cannot share ``cuda.shared``
+    arrays or ``cuda.syncthreads`` barriers across device functions without
+    passing every array through; the numbered steps below are its sections.
+
     Ring buffers: ``qhil.bridge._gpu_ring`` (mapped memory). Tables:
     ``StreamTables`` (device memory). Scratch (device memory): dets uint8[n_det],
     act int64[act_len] (every layer's input ring), e_buf uint8[4 * T * d * d].
