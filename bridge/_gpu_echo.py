@@ -293,18 +293,9 @@ class EchoLoopback:
         if not self._stopped:
             self._stopped = True
             self.ring.request_shutdown()
-        deadline = time.monotonic() + timeout_s
-        while self.ring.state != STATE_EXITED and time.monotonic() < deadline:
-            if self._launcher is not None and not self._launcher.is_alive():
-                break
-            time.sleep(1e-3)
-        exited = self.ring.state == STATE_EXITED
-        if self._launcher is not None:
-            self._launcher.join(max(0.0, deadline - time.monotonic()))
-            exited = exited and not self._launcher.is_alive()
-        elif exited and self._stream is not None:
-            self._stream.synchronize()
-        return exited
+        return self.ring.wait_for_exit(
+            timeout_s=timeout_s, launcher=self._launcher, stream=self._stream
+        )
 
     def __enter__(self) -> EchoLoopback:
         return self

@@ -108,6 +108,7 @@ plain read, and the fences are no-ops; the protocol is the same.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -422,6 +423,27 @@ class MappedSlotRing:
 
     def request_shutdown(self) -> None:
         self.set_word(W_SHUTDOWN, 1)
+
+    def wait_for_exit(self, *, timeout_s: float, launcher: Any, stream: Any) -> bool:
+        """After :meth:`request_shutdown`: True once the kernel has said ``STATE_EXITED``
+        (and is gone), waiting at most about ``timeout_s``.
+
+        ``launcher``: the simulator's launching thread (joined), or None on a GPU,
+        where ``stream``, the kernel's CUDA stream (or None), is synchronized once
+        the kernel has exited, so its launch is over too.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.state != STATE_EXITED and time.monotonic() < deadline:
+            if launcher is not None and not launcher.is_alive():
+                break
+            time.sleep(1e-3)
+        exited = self.state == STATE_EXITED
+        if launcher is not None:
+            launcher.join(max(0.0, deadline - time.monotonic()))
+            return exited and not launcher.is_alive()
+        if exited and stream is not None:
+            stream.synchronize()
+        return exited
 
     @property
     def heartbeat(self) -> int:

@@ -424,17 +424,9 @@ class PersistentPreDecoder:
             self._stopped = True
             self.ring.request_shutdown()
             self.sender.close()
-        deadline = time.monotonic() + timeout_s
-        while self.ring.state != STATE_EXITED and time.monotonic() < deadline:
-            if self._launcher is not None and not self._launcher.is_alive():
-                break
-            time.sleep(1e-3)
-        exited = self.ring.state == STATE_EXITED
-        if self._launcher is not None:
-            self._launcher.join(max(0.0, deadline - time.monotonic()))
-            exited = exited and not self._launcher.is_alive()
-        elif exited and self._cuda_stream is not None:
-            self._cuda_stream.synchronize()
+        exited = self.ring.wait_for_exit(
+            timeout_s=timeout_s, launcher=self._launcher, stream=self._cuda_stream
+        )
         self._wd_stop.set()
         if self._watchdog is not None:
             self._watchdog.join(1.0)
