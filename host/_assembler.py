@@ -43,7 +43,7 @@ from qhil.bridge import (
     FLAG_END_OF_STREAM,
     FLAG_FIRST_ROUND,
     FLAG_LAST_ROUND,
-    SYNDROME_HEADER_SIZE,
+    SYN_PAYLOAD_AT,
     Reason,
     njit_cached,
     parse_syndrome,
@@ -172,7 +172,7 @@ def _assemble(
             stream_state[st, _MAX_SHOT] = shot
         base = det_off[rnd]
         for b in range(n_bits):
-            slot_dets[st, s, base + b] = (p[SYNDROME_HEADER_SIZE + (b >> 3)] >> (b & 7)) & 1
+            slot_dets[st, s, base + b] = (p[SYN_PAYLOAD_AT + (b >> 3)] >> (b & 7)) & 1
         slot_recv[st, s, rnd] = 1
         slot_nrecv[st, s] += 1
         slot_meta[st, s, _LAST_RX] = now
