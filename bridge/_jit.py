@@ -137,9 +137,6 @@ class KernelCacheReport:
     loaded: int
     folder: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def kernel_cache_report() -> KernelCacheReport:
     """Compile and cache-load counts over every qhil kernel this process has imported."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qhil.host._cli_flags import add_config_flags
-from qhil.host._commands import COMMANDS, MissingExtra
+from qhil.host._commands import COMMANDS
 from qhil.host._config import ConfigError
 
 __all__ = ["main"]
@@ -271,7 +271,7 @@ def main(*, command_line_args: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 2
-    except (ConfigError, MissingExtra, ValueError, OSError) as ex:
+    except (ConfigError, ValueError, OSError) as ex:
         print(_error_line(command, ex, debug=debug), file=sys.stderr, flush=True)
         return 2
     except RuntimeError as ex:

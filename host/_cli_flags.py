@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from qhil.host._config import RunConfig
+from qhil.host._config import BACKEND_CHOICES, RunConfig
 
 __all__ = ["CONFIG_FLAGS", "ConfigFlag", "add_config_flags", "config_overrides", "key_choices"]
 
@@ -74,7 +74,7 @@ def key_choices(key: str) -> tuple[str, ...]:
         "frontend.mode": MODES,
         "bridge.transport": TRANSPORTS,
         "decoder.name": DECODERS(),
-        "decoder.backend": ("auto", "numpy", "numba", "cuda", "cuda-persistent"),
+        "decoder.backend": BACKEND_CHOICES,
     }
     return tuple(table.get(key, ()))
 

@@ -1,8 +1,7 @@
 """What each ``qhil`` subcommand does, once its flags are parsed (see ``_cli``).
 
 Expected failures raise :class:`ConfigError` (bad input, unavailable hardware
-or backend), :class:`MissingExtra` (an optional dependency is not installed) or
-``RuntimeError`` (the run failed); ``_cli.main`` turns each into one line and
+or backend), ``RuntimeError`` (the run failed); ``_cli.main`` turns each into one line and
 an exit status.
 """
 
@@ -18,11 +17,7 @@ from typing import Any
 from qhil.host._cli_flags import config_overrides
 from qhil.host._config import ConfigError, RunConfig
 
-__all__ = ["COMMANDS", "MissingExtra"]
-
-
-class MissingExtra(ConfigError):
-    """An optional dependency is not installed; the message names the extra to install."""
+__all__ = ["COMMANDS"]
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -213,7 +208,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        raise MissingExtra("training needs PyTorch: pip install 'qhil[train]'")
+        raise ConfigError("training needs PyTorch: pip install 'qhil[train]'")
     log = out.with_suffix(".log.csv")
     checkpoint = out.with_suffix(".ckpt.pt")
     _check_writable(out.parent)

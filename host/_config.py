@@ -56,6 +56,7 @@ def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
         )
 
 
+BACKEND_CHOICES = ("auto", "numpy", "numba", "cuda", "cuda-persistent")  # [decoder] backend
 _MIN_STALL_S = 2.0  # a decoder silent this long is unresponsive, whatever the round clock
 
 
@@ -215,7 +216,7 @@ class DecoderSettings:
             "decoder",
             "backend",
             self.backend,
-            ("auto", "numpy", "numba", "cuda", "cuda-persistent"),
+            BACKEND_CHOICES,
         )
         _positive(
             "decoder", window=self.window, assembly_timeout_rounds=self.assembly_timeout_rounds

@@ -95,8 +95,8 @@ def print_summary(report: RunReport, *, console: Console | None = None) -> None:
     t.add_row("packets rejected", ", ".join(f"{k}: {v}" for k, v in rejected.items()) or "none")
     if report.aborted:
         t.add_row("[red]run ended early[/red]", report.aborted)
-    if report.timeouts_line:
-        t.add_row("waited for timeouts", report.timeouts_line)
+    if report.timeouts and (waited := _timeouts_line(report.timeouts)):
+        t.add_row("waited for timeouts", waited)
     for note in report.notes:
         t.add_row("note", note)
     if report.kernels:
@@ -212,6 +212,27 @@ def _histogram_figure(latency_ns: np.ndarray, report: RunReport) -> Figure:
     _legend(ax)
     fig.tight_layout()
     return fig
+
+
+def _timeouts_line(t: dict[str, Any]) -> str:
+    """The shots that waited for a timeout, and for how long ("" when none did)."""
+    parts = []
+    if t["shots_timed_out"]:
+        parts.append(
+            f"{t['shots_timed_out']:,} shots waited out the {t['correction_timeout_ms']:g} ms "
+            f"correction timeout ({t['waited_s']:.2f} s, "
+            f"{100 * t['share_of_run']:.0f}% of the run)"
+        )
+    if t["shots_given_up_by_decoder"]:
+        parts.append(
+            f"{t['shots_given_up_by_decoder']:,} the decoder gave up (a round missing) "
+            f"within its {t['assembly_timeout_ms']:g} ms assembly timeout"
+        )
+    if not parts:
+        return ""
+    return "; ".join(parts) + (
+        " (both in round-clock periods: --correction-timeout-rounds, --assembly-timeout-rounds)"
+    )
 
 
 def _kernels_line(k: dict[str, Any]) -> str:
