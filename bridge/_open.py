@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from qhil.bridge._curve import CurveKeys
-from qhil.bridge._ring import ShmRing, _check_geometry, _unique_name
+from qhil.bridge._ring import ShmRing
+from qhil.bridge._ring_segment import check_geometry, unique_name
 from qhil.bridge._transport import PacketReceiver, PacketSender, packet_buffers
 from qhil.bridge._zmq import ZmqClient, check_endpoint
 from qhil.bridge._zmq_server import ZmqServer
@@ -82,7 +83,7 @@ class BridgeSpec:
                 f"transport={self.transport!r} is not supported; choose one of {TRANSPORTS} "
                 "(shm: same machine, zmq: across machines)"
             )
-        _check_geometry(self.n_slots, self.slot_size)
+        check_geometry(self.n_slots, self.slot_size)
         if self.transport == "zmq":
             if not self.endpoint:
                 raise ValueError(
@@ -158,7 +159,7 @@ def open_bridge(
     if spec.transport == "zmq":
         return _open_zmq(spec, side, keys, layout)
     if side == "fpga":
-        base = spec.name or _unique_name()
+        base = spec.name or unique_name()
         up = ShmRing.create(n_slots=spec.n_slots, slot_size=spec.slot_size, name=f"{base}-up")
         try:
             down = ShmRing.create(

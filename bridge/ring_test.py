@@ -21,7 +21,9 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from qhil.bridge._atomics import load_acquire_u64, store_release_u64
-from qhil.bridge._ring import W_CREATOR, ShmRing, _process_token
+from qhil.bridge._ring import ShmRing
+from qhil.bridge._ring_kernels import W_CREATOR
+from qhil.bridge._ring_segment import process_token
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
 
 N_CROSS = 100_000
@@ -356,12 +358,12 @@ def test_create_replaces_a_stale_ring_of_a_dead_process(caplog: pytest.LogCaptur
         ShmRing.attach(name)  # the owner's close() unlinked the fresh ring
 
 
-@pytest.mark.skipif(_process_token(os.getpid()) == 0, reason="no process start times here")
+@pytest.mark.skipif(process_token(os.getpid()) == 0, reason="no process start times here")
 def test_a_reused_pid_is_not_taken_for_the_creator() -> None:
     name = f"qhil-reused-{os.getpid()}"
     _orphan_ring(name)
     with ShmRing.attach(name) as stale:  # as if this process had got the dead creator's PID
-        stale._control()[W_CREATOR] = (_process_token(os.getpid()) ^ 1) << 32 | os.getpid()
+        stale._control()[W_CREATOR] = (process_token(os.getpid()) ^ 1) << 32 | os.getpid()
     ShmRing.create(n_slots=4, slot_size=64, name=name).close()
 
 
