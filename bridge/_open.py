@@ -39,8 +39,9 @@ from qhil.bridge._curve import CurveKeys
 from qhil.bridge._ring import ShmRing
 from qhil.bridge._ring_segment import check_geometry, unique_name
 from qhil.bridge._transport import PacketReceiver, PacketSender, packet_buffers
-from qhil.bridge._zmq import ZmqClient, check_endpoint
+from qhil.bridge._zmq import ZmqClient
 from qhil.bridge._zmq_server import ZmqServer
+from qhil.bridge._zmq_sockets import check_endpoint
 
 __all__ = [
     "SIDES",

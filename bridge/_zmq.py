@@ -9,6 +9,8 @@ reason, so no peer can silently lock another out. Data packets are one-frame
 messages; control messages are two frames (empty, body). Over tcp:// the link
 should run CURVE (``_curve.py``): then the decoder only admits known front
 ends, and a front end only talks to the decoder whose key it holds.
+Socket plumbing both ends share is in ``_zmq_sockets.py``, the ends the links hand
+out (``sender()``, ``receiver()``) in ``_zmq_ends.py``.
 
 Hostile input never raises on the receiving side: oversized, multipart and
 malformed messages and data from peers without a session are dropped and
@@ -30,7 +32,6 @@ b'ping'
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -47,47 +48,19 @@ from qhil.bridge._control import (
     parse_control,
 )
 from qhil.bridge._curve import CurveKeys, secure_client
-from qhil.bridge._transport import TransportClosed, as_packet, check_recv_buffers
+from qhil.bridge._transport import TransportClosed
+from qhil.bridge._zmq_ends import ZmqClientReceiver, ZmqClientSender
+from qhil.bridge._zmq_sockets import check_endpoint, configure_socket, own_context, recv_data
 
-__all__ = [
-    "SCHEMES",
-    "SessionEnded",
-    "ZmqClient",
-    "check_endpoint",
-    "configure_socket",
-    "is_loopback",
-    "own_context",
-    "recv_data",
-]
+__all__ = ["SessionEnded", "ZmqClient", "is_loopback"]
 
-SCHEMES = ("tcp://", "ipc://", "inproc://")
 _log = logging.getLogger("qhil.bridge")
 _HELLO_RETRY_S = 0.25
-_MIN_MAXMSGSIZE = 4096
 
 
 class SessionEnded(TransportClosed):
     """The session this end was serving is over (its front end said BYE, or a restarted
     front end opened a new one). The link itself stays open for the next session."""
-
-
-def check_endpoint(endpoint: str) -> str:
-    """Return ``endpoint`` if it names a ZeroMQ transport qhil supports.
-
-    >>> check_endpoint("udp://1.2.3.4:5")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: endpoint 'udp://1.2.3.4:5' has an unsupported scheme; use one of 'tcp://', ...
-    """
-    if not isinstance(endpoint, str) or not endpoint.startswith(SCHEMES):
-        raise ValueError(
-            f"endpoint {endpoint!r} has an unsupported scheme; use one of "
-            f"{', '.join(repr(s) for s in SCHEMES)} (e.g. 'tcp://127.0.0.1:5555' or "
-            "'ipc:///tmp/qhil.sock')"
-        )
-    if not endpoint.partition("://")[2]:
-        raise ValueError(f"endpoint {endpoint!r} has no address after the scheme")
-    return endpoint
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -100,62 +73,6 @@ def is_loopback(endpoint: str) -> bool:
         return True
     host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
-def own_context(endpoint: str) -> Any:
-    """A fresh ZeroMQ context for one link, except over inproc:// (one process-wide
-    context, the only way inproc sockets find each other)."""
-    return zmq.Context.instance() if endpoint.startswith("inproc://") else zmq.Context()
-
-
-def configure_socket(sock: Any, *, max_packet: int, hwm: int) -> None:
-    """Options both ends share: no linger, bounded queues, and a maximum message size,
-    so ZeroMQ drops a peer sending anything larger before buffering it."""
-    if not isinstance(max_packet, int) or max_packet < 1:
-        raise ValueError(f"max_packet={max_packet!r} must be a positive int (e.g. 252)")
-    if not isinstance(hwm, int) or hwm < 1:
-        raise ValueError(f"hwm={hwm!r} must be a positive int: packets queued per direction")
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    # Above max_packet so a too-long packet is counted, not just dropped; the CURVE
-    # handshake's own commands (up to a few hundred bytes) must fit too.
-    sock.setsockopt(zmq.MAXMSGSIZE, max(max_packet, CONTROL_MAX, _MIN_MAXMSGSIZE))
-    # Heartbeats let ZeroMQ notice a peer that vanished without closing.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
-
-
-def recv_data(sock: Any, row: np.ndarray, counts: dict[str, int]) -> tuple[int, Any]:
-    """Take one message (the routing frame already read, if any) without blocking.
-
-    Returns ``(n, None)`` for a data packet now in ``row[:n]``; ``(-1, frame)`` for a
-    two-frame control message (``frame``: its body as a ``zmq.Frame``, which carries
-    the peer's ``User-Id`` and ``Peer-Address``); ``(-1, None)`` when nothing was ready
-    or the message was dropped (counted in ``counts`` under its reason).
-    """
-    try:
-        n = sock.recv_into(row, flags=zmq.NOBLOCK)
-    except zmq.Again:
-        return -1, None
-    if sock.getsockopt(zmq.RCVMORE):
-        frames = [sock.recv(copy=False) for _ in _more(sock)]
-        if n == 0 and len(frames) == 1 and len(frames[0].bytes) <= CONTROL_MAX:
-            return -1, frames[0]
-        counts["bad_frames"] += 1
-        return -1, None
-    if n > row.shape[0]:
-        counts["oversized"] += 1
-        return -1, None
-    return int(n), None
-
-
-def _more(sock: Any) -> Any:
-    """Yield once per remaining frame of the current message."""
-    more = True
-    while more:
-        yield None
-        more = bool(sock.getsockopt(zmq.RCVMORE))
 
 
 class ZmqClient:
@@ -358,98 +275,3 @@ class ZmqClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class ZmqClientSender:
-    """Sending end of a :class:`ZmqClient` (a PacketSender)."""
-
-    def __init__(self, client: ZmqClient) -> None:
-        self._client, self.max_packet = client, client.max_packet
-        self._scratch = np.zeros(client.max_packet, dtype=np.uint8)
-        self._reserved = self._closed = False
-
-    def reserve(self) -> np.ndarray | None:
-        """uint8[max_packet] scratch buffer to fill, or None when the queue is full."""
-        if self._closed:
-            raise TransportClosed("this sender was closed (BYE sent)")
-        self._reserved = bool(self._client._live_socket().getsockopt(zmq.EVENTS) & zmq.POLLOUT)
-        return self._scratch if self._reserved else None
-
-    def commit(self, length: int) -> None:
-        """Send the first ``length`` bytes of the reserved scratch buffer."""
-        if not self._reserved:
-            raise RuntimeError("commit() needs a successful reserve() first (it returned None?)")
-        if not 0 <= length <= self.max_packet:
-            raise ValueError(f"length={length} must be in 0..max_packet={self.max_packet}")
-        self._reserved = False
-        if not self.try_send(self._scratch[:length]):
-            raise RuntimeError("zmq queue filled between reserve() and commit()")
-
-    def try_send(self, packet: bytes | np.ndarray) -> bool:
-        """Queue ``packet`` (bytes or uint8 1-D); False when the queue is full."""
-        if self._closed:
-            raise TransportClosed("this sender was closed (BYE sent)")
-        pkt = as_packet(packet, self.max_packet)
-        try:
-            self._client._live_socket().send(pkt, zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            return False
-        return True
-
-    def send(self, packet: bytes | np.ndarray, *, timeout_s: float) -> bool:
-        """Queue ``packet``, waiting up to ``timeout_s`` for room; False on timeout."""
-        deadline = time.perf_counter() + timeout_s
-        while not self.try_send(packet):
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return False
-            self._client._live_socket().poll(max(1, math.ceil(left * 1000)), zmq.POLLOUT)
-        return True
-
-    def close(self) -> None:
-        """End the session with BYE (best effort, never blocks). Idempotent."""
-        c = self._client
-        if not self._closed and c._sock is not None:
-            body = encode_control(Kind.BYE, session=c.session, instance=c.instance)
-            try:
-                c._sock.send_multipart([b"", body], zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the decoder's queue is full or it is gone; its session times out
-        self._closed = True
-
-
-class ZmqClientReceiver:
-    """Receiving end of a :class:`ZmqClient` (a PacketReceiver): corrections in; control
-    messages are handled on the way (a decoder restart re-opens the session)."""
-
-    def __init__(self, client: ZmqClient, *, spin_s: float = 50e-6) -> None:
-        self._client, self.max_packet, self._spin_s = client, client.max_packet, spin_s
-
-    def _take(self, sock: Any, row: np.ndarray) -> int:
-        while True:
-            n, body = recv_data(sock, row, self._client.counts)
-            if body is None:
-                return n
-            self._client.on_control(body.bytes)
-
-    def recv_into(self, out: np.ndarray, lengths: np.ndarray, *, timeout_s: float) -> int:
-        """See :meth:`PacketReceiver.recv_into` (out: uint8[n, >=max_packet] C-contiguous,
-        lengths: uint32[n] C-contiguous)."""
-        n_max = check_recv_buffers(out, lengths, self.max_packet)
-        sock = self._client._live_socket()
-        start = time.perf_counter()
-        while (n := self._take(sock, out[0])) < 0:
-            waited = time.perf_counter() - start
-            if waited >= timeout_s:
-                return 0
-            if waited >= self._spin_s:  # spin briefly, then block in zmq_poll
-                sock.poll(max(1, math.ceil((timeout_s - waited) * 1000)), zmq.POLLIN)
-        lengths[0] = n
-        k = 1
-        while k < n_max and (n := self._take(sock, out[k])) >= 0:
-            lengths[k] = n
-            k += 1
-        return k
-
-    def close(self) -> None:
-        """Nothing to release (the client owns the socket); kept for the protocol."""

@@ -60,13 +60,8 @@ from qhil.bridge._control import (
 )
 from qhil.bridge._curve import CurveKeys, ZapGate, restrict_ipc, secure_server
 from qhil.bridge._transport import TransportClosed, as_packet, check_recv_buffers
-from qhil.bridge._zmq import (
-    SessionEnded,
-    check_endpoint,
-    configure_socket,
-    own_context,
-    recv_data,
-)
+from qhil.bridge._zmq import SessionEnded
+from qhil.bridge._zmq_sockets import check_endpoint, configure_socket, own_context, recv_data
 
 __all__ = ["SessionInfo", "ZmqServer", "check_server_endpoint"]
 
