@@ -14,6 +14,9 @@ Session rules (a front end opens a session with HELLO; see ``_control.py``):
   is told so (at most once a second), which lets a front end re-open its session
   after a decoder restart.
 
+The session table that applies these rules is in ``_zmq_sessions.py``; the link's
+sender and receiver are in ``_zmq_ends.py``.
+
 Every message received is counted once in :meth:`ZmqServer.counts`: as ``data``
 (a packet of the open session, handed on), ``control`` (a HELLO or BYE acted
 on), or under the reason it was dropped: ``not_in_session``, ``bad_frames``,
@@ -39,36 +42,25 @@ are also counted in ``refused_*``.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import math
 import time
 from typing import Any
 
 import numpy as np
 import zmq
 
-from qhil.bridge._control import (
-    ControlError,
-    ControlMessage,
-    Kind,
-    Refusal,
-    encode_control,
-    new_id,
-    parse_control,
-)
+from qhil.bridge._control import ControlError, Kind, new_id, parse_control
 from qhil.bridge._curve import CurveKeys, ZapGate, restrict_ipc, secure_server
-from qhil.bridge._transport import TransportClosed, as_packet, check_recv_buffers
-from qhil.bridge._zmq import SessionEnded
+from qhil.bridge._transport import TransportClosed
+from qhil.bridge._zmq import is_loopback
+from qhil.bridge._zmq_ends import ZmqServerReceiver, ZmqServerSender
+from qhil.bridge._zmq_sessions import SessionTable
 from qhil.bridge._zmq_sockets import check_endpoint, configure_socket, own_context, recv_data
 
 __all__ = ["SessionInfo", "ZmqServer", "check_server_endpoint"]
 
 _log = logging.getLogger("qhil.bridge")
-_NOTICE_EVERY_S = 1.0
-_REOPEN_MIN_S = 1.0  # least time between sessions of one front end
-_PEERS_REMEMBERED = 1024  # bounded: a flood of new peers cannot grow this
 _COUNTERS = (
     "packets",
     "data",
@@ -152,12 +144,13 @@ class ZmqServer:
             raise
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
         restrict_ipc(self.endpoint)
-        self.session: SessionInfo | None = None
-        self.served: SessionInfo | None = None  # the session the receiver last returned data of
-        self._last_heard = 0.0
-        self._pending: SessionInfo | None = None
-        self._bound = 0  # session id the receiver is serving (0: none yet)
-        self._noticed: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self._sessions = SessionTable(
+            instance=self.instance,
+            layout=layout,
+            idle_s=idle_s,
+            counts=self._counts,
+            reply=self._reply,
+        )
         self._next_monitor = 0.0
         self._tx = ZmqServerSender(self)
         self._rx = ZmqServerReceiver(self)
@@ -179,6 +172,16 @@ class ZmqServer:
         return cls(
             endpoint, max_packet=max_packet, hwm=hwm, keys=keys, layout=layout, idle_s=idle_s
         )
+
+    @property
+    def session(self) -> SessionInfo | None:
+        """Who holds the session now (None: nobody)."""
+        return self._sessions.session
+
+    @property
+    def served(self) -> SessionInfo | None:
+        """The session the receiver last returned data of."""
+        return self._sessions.served
 
     def counts(self) -> dict[str, int]:
         """Every link-level counter by name (a copy)."""
@@ -228,7 +231,7 @@ class ZmqServer:
 
     def _take(self, sock: Any, row: np.ndarray) -> int:
         """One data packet of the open session into ``row``; -1 when none is ready."""
-        c = self._counts
+        c, table = self._counts, self._sessions
         while True:
             try:
                 peer = sock.recv(zmq.NOBLOCK, copy=False)
@@ -238,16 +241,14 @@ class ZmqServer:
             n, body = recv_data(sock, row, c)
             if body is not None:
                 self._on_control(peer, body)
-                if self._pending is not None or (self._bound and self.session is None):
-                    return -1  # the session changed: the receiver says so first
+                if table.changed():
+                    return -1  # the receiver says so first
             elif n >= 0:
-                s = self.session
-                if s is not None and peer.bytes == s.peer:
-                    self._last_heard = time.monotonic()
+                if table.heard_from(peer.bytes):
                     c["data"] += 1
                     return n
                 c["not_in_session"] += 1
-                self._notice(peer.bytes)
+                table.notice(peer.bytes)
 
     def _check_monitor(self) -> None:
         """Count failed handshakes and dropped peers (ZeroMQ drops one that sends a frame
@@ -264,139 +265,29 @@ class ZmqServer:
                 self._counts["disconnects"] += 1
             else:
                 self._counts["refused_handshake"] += 1
-                if self._rate_ok(b"handshake"):
+                if self._sessions.rate_ok(b"handshake"):
                     _log.warning("a peer failed the handshake (not CURVE, or the wrong key)")
-
-    def _rate_ok(self, peer: bytes) -> bool:
-        """True at most once a second per peer: replies and log lines a flood cannot amplify."""
-        now = time.monotonic()
-        last = self._noticed.pop(peer, -_NOTICE_EVERY_S)
-        ok = now - last >= _NOTICE_EVERY_S
-        self._noticed[peer] = now if ok else last
-        if len(self._noticed) > _PEERS_REMEMBERED:
-            self._noticed.popitem(last=False)
-        return ok
 
     def _on_control(self, peer: Any, frame: Any) -> None:
         try:
             msg = parse_control(frame.bytes)
         except ControlError:
             msg = None
-        s = self.session
-        if (
-            msg is not None
-            and msg.kind == Kind.BYE
-            and s is not None
-            and peer.bytes == s.peer
-            and msg.session == s.session
-        ):
+        if msg is not None and msg.kind == Kind.BYE and self._sessions.bye(peer.bytes, msg.session):
             self._counts["control"] += 1
-            _log.info("session %016x of %s ended (BYE)", s.session, s.name or "a front end")
-            self.session = None
         elif msg is not None and msg.kind == Kind.HELLO:
             self._counts["control"] += 1
-            self._on_hello(peer.bytes, frame, msg)
+            new = SessionInfo(
+                msg.session,
+                peer.bytes,
+                msg.text[:64],
+                _prop(frame, "User-Id"),
+                _prop(frame, "Peer-Address"),
+                time.time(),
+            )
+            self._sessions.hello(new, msg)
         else:  # unparseable, a BYE for another session, or a decoder-only kind
             self._counts["bad_control"] += 1
-
-    def _on_hello(self, pid: bytes, frame: Any, msg: ControlMessage) -> None:
-        if self.layout and msg.layout and msg.layout != self.layout:
-            self._refuse(
-                pid,
-                msg,
-                Refusal.LAYOUT,
-                "the front end runs another experiment "
-                f"(layout {msg.layout:016x}, decoder {self.layout:016x}); use the "
-                "same distance, rounds, basis and noise on both sides",
-            )
-            return
-        new = SessionInfo(
-            msg.session,
-            pid,
-            msg.text[:64],
-            _prop(frame, "User-Id"),
-            _prop(frame, "Peer-Address"),
-            time.time(),
-        )
-        s = self.session
-        if s is not None and pid == s.peer and msg.session == s.session:
-            self._welcome(s)  # a repeated HELLO: our WELCOME was lost or late
-            return
-        if s is None:
-            if self._bound:  # the receiver still serves the ended one: it says so first
-                self._pending = new
-            else:
-                self._open(new)
-            return
-        same_front_end = pid == s.peer or (new.client_key and new.client_key == s.client_key)
-        if same_front_end and time.time() - s.started_s < _REOPEN_MIN_S:
-            # A real restart takes far longer; a HELLO flood must not churn sessions.
-            self._refuse(pid, msg, Refusal.BAD_HELLO, "session re-opened too soon; wait 1 s")
-            return
-        if same_front_end or time.monotonic() - self._last_heard > self.idle_s:
-            self._pending = dataclasses.replace(new, replaced=s.session)
-            if self._bound != s.session:  # nobody is serving the old one: switch now
-                self._switch()
-            return
-        self._refuse(
-            pid,
-            msg,
-            Refusal.BUSY,
-            f"busy: serving front end {s.name or s.address or '?'} (session {s.session:016x}, "
-            f"since {time.strftime('%H:%M:%S', time.localtime(s.started_s))})",
-        )
-
-    def _open(self, info: SessionInfo) -> None:
-        self.session, self._last_heard = info, time.monotonic()
-        self._counts["sessions"] += 1
-        self._counts["sessions_replaced"] += bool(info.replaced)
-        if not self._rate_ok(b"opened:" + info.peer):  # a HELLO flood must not flood the log
-            return self._welcome(info)
-        _log.info(
-            "session %016x opened by %s%s",
-            info.session,
-            info.name or info.address or "a peer",
-            f" (replacing {info.replaced:016x}: the front end restarted)" if info.replaced else "",
-        )
-        self._welcome(info)
-
-    def _welcome(self, info: SessionInfo) -> None:
-        self._reply(
-            info.peer,
-            encode_control(
-                Kind.WELCOME, session=info.session, instance=self.instance, layout=self.layout
-            ),
-        )
-
-    def _switch(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._open(pending)
-
-    def _refuse(self, peer: bytes, msg: ControlMessage, code: Refusal, why: str) -> None:
-        self._counts[f"refused_{code.label}"] += 1
-        if self._rate_ok(peer):
-            _log.warning("refused %s: %s", msg.text[:64] or "a front end", why)
-            self._reply(
-                peer,
-                encode_control(
-                    Kind.REFUSED, session=msg.session, instance=self.instance, code=code, text=why
-                ),
-            )
-
-    def _notice(self, peer: bytes) -> None:
-        """Tell a peer without a session so (rate-limited)."""
-        if self._rate_ok(peer):
-            self._reply(
-                peer,
-                encode_control(
-                    Kind.REFUSED,
-                    session=0,
-                    instance=self.instance,
-                    code=Refusal.NOT_IN_SESSION,
-                    text="no session: send HELLO first",
-                ),
-            )
 
     def _reply(self, peer: bytes, body: bytes) -> None:
         try:
@@ -412,115 +303,12 @@ def _prop(frame: Any, name: str) -> str:
         return ""
 
 
-class ZmqServerReceiver:
-    """Receiving end of a :class:`ZmqServer` (a PacketReceiver): data packets of the open
-    session only. Raises :class:`SessionEnded` once when the session it was serving
-    ends, so the caller drops that session's state; the next call serves the new one."""
-
-    def __init__(self, server: ZmqServer, *, spin_s: float = 50e-6) -> None:
-        self._server, self.max_packet, self._spin_s = server, server.max_packet, spin_s
-
-    def _check_session(self) -> None:
-        """Raise SessionEnded once when the served session is over; open a pending one."""
-        srv = self._server
-        current = srv.session.session if srv.session is not None else 0
-        if srv._bound and (srv._bound != current or srv._pending is not None):
-            ended, srv._bound = srv._bound, 0
-            raise SessionEnded(f"session {ended:016x} ended")
-        if srv._pending is not None:
-            srv._switch()
-
-    def recv_into(self, out: np.ndarray, lengths: np.ndarray, *, timeout_s: float) -> int:
-        """See :meth:`PacketReceiver.recv_into` (out: uint8[n, >=max_packet] C-contiguous,
-        lengths: uint32[n] C-contiguous)."""
-        n_max = check_recv_buffers(out, lengths, self.max_packet)
-        srv = self._server
-        self._check_session()
-        sock = srv._live_socket()
-        start = time.perf_counter()
-        while (n := srv._take(sock, out[0])) < 0:
-            self._check_session()
-            srv._check_monitor()
-            waited = time.perf_counter() - start
-            if waited >= timeout_s:
-                return 0
-            if waited >= self._spin_s:
-                sock.poll(max(1, math.ceil((timeout_s - waited) * 1000)), zmq.POLLIN)
-        if srv._bound == 0:
-            srv._bound, srv.served = srv.session.session, srv.session  # type: ignore[union-attr]
-        lengths[0] = n
-        k = 1
-        while k < n_max and (n := srv._take(sock, out[k])) >= 0:
-            lengths[k] = n
-            k += 1
-        return k
-
-    def close(self) -> None:
-        """Nothing to release (the server owns the socket); kept for the protocol."""
-
-
-class ZmqServerSender:
-    """Sending end of a :class:`ZmqServer` (a PacketSender): to the open session's front
-    end. With no session, or once its front end is gone, sends return False at once."""
-
-    def __init__(self, server: ZmqServer) -> None:
-        self._server, self.max_packet = server, server.max_packet
-        self._scratch = np.zeros(server.max_packet, dtype=np.uint8)
-        self._reserved = self._gone = False
-
-    def reserve(self) -> np.ndarray | None:
-        """uint8[max_packet] scratch buffer to fill, or None when there is no session."""
-        self._reserved = self._server.session is not None
-        return self._scratch if self._reserved else None
-
-    def commit(self, length: int) -> None:
-        """Send the first ``length`` bytes of the reserved scratch buffer."""
-        if not self._reserved:
-            raise RuntimeError("commit() needs a successful reserve() first (it returned None?)")
-        self._reserved = False
-        self.try_send(self._scratch[:length])
-
-    def try_send(self, packet: bytes | np.ndarray) -> bool:
-        """Queue ``packet`` for the session's front end; False if full or unroutable."""
-        srv = self._server
-        pkt = as_packet(packet, self.max_packet)
-        s = srv.session
-        self._gone = s is None
-        if s is None:
-            return False
-        try:
-            srv._live_socket().send_multipart([s.peer, pkt], zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            return False
-        except zmq.ZMQError:  # EHOSTUNREACH: that front end is gone
-            srv._counts["unroutable"] += 1
-            self._gone = True
-            return False
-        return True
-
-    def send(self, packet: bytes | np.ndarray, *, timeout_s: float) -> bool:
-        """Like :meth:`try_send`, waiting up to ``timeout_s`` while the queue is full."""
-        srv = self._server
-        deadline = time.perf_counter() + timeout_s
-        while not self.try_send(packet):
-            left = deadline - time.perf_counter()
-            if left <= 0 or self._gone:
-                return False
-            srv._live_socket().poll(max(1, math.ceil(left * 1000)), zmq.POLLOUT)
-        return True
-
-    def close(self) -> None:
-        """Nothing to send: sessions end from the front end's side (BYE)."""
-
-
 def check_server_endpoint(endpoint: str, *, keys: CurveKeys | None) -> None:
     """Raise ValueError if a decoder may not bind ``endpoint`` with these keys: beyond
     loopback, only CURVE-authenticated front ends may reach it.
 
     >>> check_server_endpoint("tcp://127.0.0.1:5555", keys=None)
     """
-    from qhil.bridge._zmq import is_loopback
-
     if keys is None and not is_loopback(endpoint):
         raise ValueError(
             f"endpoint {endpoint!r} is reachable from other machines, so it needs CURVE "
