@@ -12,7 +12,7 @@ Sections (each guarded: a failure is recorded with its error text and the
 others still run; each has a wall-clock cap, ``--seconds``):
 
 - ``bridge_loopback``: a persistent echo kernel on the mapped pinned-memory
-  slot ring (``qhil.bridge._gpu_echo``); host round trip per window.
+  slot ring (``qhil.kernels.persistent.EchoLoopback``); host round trip per window.
 - ``inference``: ``cuda_logits`` per shot and per round at d=13, rounds=13,
   batch 1 and 256, per-layer and fused launches; the Numba CPU backend alongside.
 - ``sustained``: ``PersistentPreDecoder`` fed per-round wire-v1 packets

@@ -29,7 +29,7 @@ _LEFT_RUNNING: list[str] = []
 
 def gpu_unavailable_reason() -> str | None:
     """None if CuPy and numba-cuda can both use a GPU here, else why not (one line)."""
-    from qhil.bridge._gpu_ring import simulator_enabled
+    from qhil.bridge import simulator_enabled
 
     if simulator_enabled():
         return "NUMBA_ENABLE_CUDASIM=1 is set: Numba's CUDA simulator is not a GPU; unset it"

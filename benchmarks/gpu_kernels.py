@@ -34,7 +34,7 @@ def bench_bridge_loopback(
     n_slots: int = 16,
 ) -> dict[str, Any]:
     """Round trip host -> echo kernel -> host through the mapped ring, per payload size."""
-    from qhil.bridge._gpu_echo import EchoLoopback
+    from qhil.kernels.persistent import EchoLoopback
 
     rows = []
     t0 = time.monotonic()
@@ -117,9 +117,8 @@ def bench_inference(
     """``cuda_logits`` per shot: end to end (H2D + kernels + D2H) and device-resident input."""
     import cupy  # type: ignore[import-not-found]
 
-    from qhil.kernels import PreDecoderGeometry
+    from qhil.kernels import PreDecoderGeometry, resolve_model
     from qhil.kernels import _cuda_backend as cb
-    from qhil.kernels._predecoder import resolve_model
     from qhil.sim import sample_shots
 
     circuit = _circuit(distance, rounds, p)
@@ -253,9 +252,8 @@ def bench_sustained(
     """``PersistentPreDecoder`` fed per-round wire-v1 packets: one shot in flight, then
     back to back. Packets are encoded straight into the ring's slots by one compiled
     call per ring's worth (``GpuPacketSender.try_send_rounds``)."""
-    from qhil.kernels import PreDecoder, PreDecoderGeometry
-    from qhil.kernels._persistent import PersistentPreDecoder
-    from qhil.kernels._predecoder import resolve_model
+    from qhil.kernels import PreDecoder, PreDecoderGeometry, resolve_model
+    from qhil.kernels.persistent import PersistentPreDecoder
     from qhil.sim import sample_shots
 
     circuit = _circuit(distance, rounds, p)

@@ -33,9 +33,8 @@ def bench_streaming(
     ``obs_flip ^ PyMatching(residual)`` on the host. One shot in flight."""
     import pymatching
 
-    from qhil.kernels import PreDecoderGeometry
-    from qhil.kernels._persistent import PersistentPreDecoder
-    from qhil.kernels._predecoder import resolve_model
+    from qhil.kernels import PreDecoderGeometry, resolve_model
+    from qhil.kernels.persistent import PersistentPreDecoder
     from qhil.sim import sample_shots
 
     shots = shots or {13: 2000, 104: 300}

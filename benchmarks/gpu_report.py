@@ -24,7 +24,8 @@ def _failed(s: dict[str, Any]) -> list[str]:
 def _md_bridge(s: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "A persistent echo kernel (`qhil.bridge._gpu_echo`, launched once, one block of "
+        "A persistent echo kernel (`qhil.kernels.persistent.EchoLoopback`, launched once, "
+        "one block of "
         f"{s['threads']} threads) polls the input ring in mapped pinned host memory and writes "
         "each window (payload XOR 0xFF, header echoed) into the output ring; the host publishes "
         f"a window and spins for its echo. Up to {s['round_trips_requested']:,} round trips after "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -260,31 +259,6 @@ def test_main_records_a_failing_section_and_runs_the_rest(
     assert "`RuntimeError: TEST: injected failure`" in (out / "gpu.md").read_text()
     with pytest.raises(SystemExit):
         gpu.main(["--out", str(out), "--sections", "nonsense"])
-
-
-def test_echo_kernel_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
-    from numba import cuda
-
-    from qhil.bridge._gpu_echo import ECHO_SIGNATURE, echo_kernel
-
-    try:
-        ptx, _ = cuda.compile_ptx(echo_kernel.py_func, ECHO_SIGNATURE, cc=(9, 0))
-    except Exception as ex:
-        pytest.skip(f"numba.cuda.compile_ptx unavailable here: {type(ex).__name__}: {ex}")
-    assert ptx.count("ld.acquire.sys.u64") >= 2 and ptx.count("st.release.sys.u64") >= 2
-    assert ptx.count("membar.sys") + ptx.count("fence.sc.sys") >= 2
-    ptxas = shutil.which("ptxas")
-    if ptxas is None:
-        return
-    (tmp_path / "echo.ptx").write_text(ptx)
-    proc = subprocess.run(
-        [ptxas, "-arch=sm_90", str(tmp_path / "echo.ptx"), "-o", str(tmp_path / "echo.cubin")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_loop_section_runs_and_its_cap_stops_a_run(gpu: ModuleType) -> None:

@@ -153,8 +153,9 @@ __all__ = [
     "write_syndrome",
 ]
 
-# The host side of the GPU path: the mapped slot ring the persistent kernels poll,
-# its layout (slot header words H_*, control words W_*, kernel states STATE_*) and
+# The host side of the GPU path: the mapped slot ring the persistent kernels poll
+# (qhil.kernels.persistent), its layout (slot header words H_*, control words W_*,
+# kernel states STATE_*), its compiled producer and consumer (for njit callers) and
 # the sender that writes wire-v1 packets into it. Imported on first use, so that
 # importing qhil.bridge does not load numba.cuda.
 _GPU_RING_NAMES = (
@@ -162,7 +163,7 @@ _GPU_RING_NAMES = (
     "H_CORRECTIONS", "H_LENGTH", "H_ROUNDS", "H_SEQ", "H_SHOT", "H_STATUS", "H_STREAM", "H_T_FPGA",
     "STATE_EXITED", "STATE_IDLE", "STATE_RUNNING",
     "W_COUNTERS", "W_HEARTBEAT", "W_IN_DONE", "W_OUT_DONE", "W_SHUTDOWN", "W_STALL", "W_STATE",
-    "MappedRingSpec", "MappedSlotRing", "flag_load", "flag_store", "simulator_enabled",
+    "MappedRingSpec", "MappedSlotRing", "consume_results", "produce_window", "simulator_enabled",
 )  # fmt: skip
 _GPU_SENDER_NAMES = ("GpuPacketSender", "SyndromeRounds")
 __all__ += [*_GPU_RING_NAMES, *_GPU_SENDER_NAMES]

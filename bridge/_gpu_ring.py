@@ -19,7 +19,7 @@ Layout (``n_slots`` a power of two; slot ``n & (n_slots - 1)`` for window ``n``)
   heart-beating, still honouring shutdown). Words ``W_COUNTERS`` ..
   ``W_COUNTERS + COUNTER_WORDS - 1`` are counters that only the kernel writes
   (contiguous: no host-written word shares their lines); what each counts is
-  the kernel's to define (``qhil.kernels._persistent_kernel``).
+  the kernel's to define (``qhil.kernels.persistent._kernel``).
 - input ring: ``in_seq`` uint64[n_slots]; ``in_hdr`` int64[n_slots, HEADER_WORDS]
   (``H_STREAM``, ``H_SHOT``, ``H_SEQ``, ``H_LENGTH`` = bytes in the slot);
   ``in_data`` uint8[n_slots, in_width] (a window, or one raw wire-v1 packet:
@@ -39,25 +39,25 @@ Window ``n`` (0, 1, 2, ...) is *published* when its slot's flag equals ``n + 1``
 ``n + 1 - n_slots``, never matches). The consumer's counter says which slots
 are free again.
 
-- Host producer (``_produce``, Numba njit on the CPU): wait until
+- Host producer (``produce_window``, Numba njit on the CPU): wait until
   ``load_acquire(ctrl[W_IN_DONE]) > n - n_slots`` (the kernel has finished
   reading the slot's previous window); write header and payload; then
   ``store_release(in_seq[slot], n + 1)``. On x86-64 release is a plain store
   (TSO); on aarch64 it is ``STLR``, which is what keeps the payload stores
   ahead of the flag there (``qhil.bridge._atomics``).
-- Kernel consumer: thread 0 spins on ``flag_load(in_seq[slot])`` (an acquire
-  load at system scope, below), checking ``ctrl[W_SHUTDOWN]`` on *every*
-  iteration and bumping the heartbeat every ``HEARTBEAT_EVERY`` polls; when the
-  flag reads ``n + 1`` it executes ``cuda.threadfence_system()`` and the block
-  synchronizes; then every thread copies its share of the payload to device
-  (or shared) memory, fences, synchronizes, and thread 0 publishes
-  ``ctrl[W_IN_DONE] = n+1``.
+- Kernel consumer (``qhil.kernels.persistent``): thread 0 spins on
+  ``flag_load(in_seq[slot])`` (an acquire load at system scope, below),
+  checking ``ctrl[W_SHUTDOWN]`` on *every* iteration and bumping the heartbeat
+  every ``HEARTBEAT_EVERY`` polls; when the flag reads ``n + 1`` it executes
+  ``cuda.threadfence_system()`` and the block synchronizes; then every thread
+  copies its share of the payload to device (or shared) memory, fences,
+  synchronizes, and thread 0 publishes ``ctrl[W_IN_DONE] = n+1``.
 - Kernel producer: thread 0 waits for ``ctrl[W_OUT_DONE] > m - n_slots`` for its
   output record ``m`` (the streaming kernel emits one per shot, not per window,
   and claims the slot when the shot opens); every thread writes its share of
   the result, then ``cuda.threadfence_system()``; ``syncthreads()``; thread 0
   stores ``out_seq[slot] = m + 1`` (release, system scope).
-- Host consumer (``_consume``): ``load_acquire(out_seq[slot]) == m + 1``, copy
+- Host consumer (``consume_results``): ``load_acquire(out_seq[slot]) == m + 1``, copy
   the result, ``store_release(ctrl[W_OUT_DONE], m + 1)``.
 
 Fences and loads on real hardware (why each is there)
@@ -142,8 +142,8 @@ __all__ = [
     "W_STATE",
     "MappedRingSpec",
     "MappedSlotRing",
-    "flag_load",
-    "flag_store",
+    "consume_results",
+    "produce_window",
     "simulator_enabled",
 ]
 
@@ -162,66 +162,6 @@ HEARTBEAT_EVERY = 64  # kernel polls between heartbeat stores (each store is a b
 def simulator_enabled() -> bool:
     """Whether Numba runs CUDA kernels in its simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
     return bool(getattr(config, "ENABLE_CUDASIM", 0))
-
-
-# --------------------------------------------------------------------------- device side
-
-if simulator_enabled():
-
-    @cuda.jit(device=True)
-    def flag_load(arr: Any, idx: int) -> int:  # pragma: no cover - simulator only
-        """Acquire load of ``arr[idx]`` (uint64 1-D): a plain read in the simulator."""
-        return arr[idx]
-
-    @cuda.jit(device=True)
-    def flag_store(arr: Any, idx: int, value: int) -> None:  # pragma: no cover - simulator
-        """Release store of ``value`` into ``arr[idx]`` (uint64 1-D)."""
-        arr[idx] = value
-
-else:
-    from llvmlite import ir
-    from numba import types
-    from numba.core import cgutils
-    from numba.core.extending import intrinsic
-
-    def _item_ptr(context: Any, builder: Any, aryty: Any, ary_val: Any, idx: Any, idxty: Any):
-        ary = context.make_array(aryty)(context, builder, ary_val)
-        i = context.cast(builder, idx, idxty, types.intp)
-        return cgutils.get_item_pointer(context, builder, aryty, ary, [i])
-
-    def _check_u64(arr: Any) -> None:
-        if not isinstance(arr, types.Array) or arr.dtype != types.uint64 or arr.ndim != 1:
-            raise TypeError(f"flag arrays must be 1-D uint64; got {arr}")
-
-    @intrinsic(target="cuda")
-    def _ld_acquire_sys_u64(typingctx: Any, arr: Any, idx: Any) -> Any:
-        _check_u64(arr)
-
-        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            ptr = _item_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-            fty = ir.FunctionType(ir.IntType(64), [ptr.type])
-            asm = "ld.acquire.sys.u64 $0, [$1];"
-            return builder.asm(fty, asm, "=l,l,~{memory}", [ptr], side_effect=True)
-
-        return types.uint64(arr, idx), codegen
-
-    @intrinsic(target="cuda")
-    def _st_release_sys_u64(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
-        _check_u64(arr)
-
-        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            ptr = _item_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-            v = context.cast(builder, args[2], sig.args[2], types.uint64)
-            fty = ir.FunctionType(ir.VoidType(), [ptr.type, ir.IntType(64)])
-            asm = "st.release.sys.u64 [$0], $1;"
-            builder.asm(fty, asm, "l,l,~{memory}", [ptr, v], side_effect=True)
-            return context.get_dummy_value()
-
-        return types.none(arr, idx, val), codegen
-
-    # Intrinsics, not device dispatchers: they compile with the kernel, for its target cc.
-    flag_load = _ld_acquire_sys_u64  # ld.acquire.sys.u64 of arr[idx] (uint64 1-D)
-    flag_store = _st_release_sys_u64  # st.release.sys.u64 of value into arr[idx]
 
 
 # --------------------------------------------------------------------------- host side
@@ -262,7 +202,7 @@ def _commit(in_seq, in_hdr, local, length) -> None:
 
 
 @njit_cached(nogil=True)
-def _produce(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int:
+def produce_window(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int:
     """Publish one window; 1 if published, 0 if the ring is full.
 
     local: int64[2] = [next window n, unused]; payload: uint8[k], k <= in_width.
@@ -280,7 +220,7 @@ def _produce(ctrl, in_seq, in_hdr, in_data, local, stream, shot, payload) -> int
 
 
 @njit_cached(nogil=True)
-def _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) -> int:
+def consume_results(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) -> int:
     """Copy up to ``hdr.shape[0]`` published results out; returns how many.
 
     local: int64[2] = [unused, next result n]; hdr int64[m, HEADER_WORDS],
@@ -375,6 +315,16 @@ class MappedSlotRing:
         return tuple(self._dev[k] for k in keys)
 
     # ---- producer
+
+    def host_args(self) -> tuple[np.ndarray, ...]:
+        """The host views ``(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data,
+        out_obs, local)``, for compiled callers of :func:`produce_window` and
+        :func:`consume_results` (``local``: int64[2], the next window to publish and
+        the next result to consume; those two functions advance it)."""
+        h = self._host
+        names = ("ctrl", "in_seq", "in_hdr", "in_data", "out_seq", "out_hdr", "out_data", "out_obs")
+        return (*(h[k] for k in names), self._local)
+
     @property
     def pushed(self) -> int:
         """Windows published so far."""
@@ -387,7 +337,7 @@ class MappedSlotRing:
         if p.ndim != 1 or p.shape[0] > self.spec.in_width:
             raise ValueError(f"payload must be uint8[<= {self.spec.in_width}]; got {p.shape}")
         args = (h["ctrl"], h["in_seq"], h["in_hdr"], h["in_data"], self._local)
-        return bool(_produce(*args, int(stream), int(shot), p))
+        return bool(produce_window(*args, int(stream), int(shot), p))
 
     # ---- consumer
     @property
@@ -406,7 +356,7 @@ class MappedSlotRing:
         data = np.empty((m, self.spec.out_width), dtype=np.uint8)
         obs = np.empty((m, self.spec.n_obs), dtype=np.uint8)
         h = self._host
-        k = _consume(
+        k = consume_results(
             h["ctrl"], h["out_seq"], h["out_hdr"], h["out_data"], h["out_obs"], self._local,
             hdr, data, obs,
         )  # fmt: skip

@@ -7,7 +7,7 @@ through another buffer, no kernel launch, no ``cudaMemcpy``. It speaks the
 ring's flag protocol (``_gpu_ring``'s module docs): wait until the kernel has
 handed the slot back (``W_IN_DONE``, acquire), write the bytes and their
 length (``H_LENGTH``), then store the slot's flag (release). The kernel parses
-and validates the bytes itself (``qhil.kernels._persistent_kernel``), so the
+and validates the bytes itself (``qhil.kernels.persistent._kernel``), so the
 sender never looks inside a packet; one producer thread at a time.
 
 The front end sends one syndrome packet per QEC round. :class:`SyndromeRounds`

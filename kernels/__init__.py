@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from qhil.kernels._geometry import CHANNELS, PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel, reference_logits
-from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
 from qhil.kernels._pipeline import PreDecodedMatching
 from qhil.kernels._predecoder import (
     BACKENDS,
@@ -37,6 +36,7 @@ from qhil.kernels._predecoder import (
 from qhil.kernels._sinter import SINTER_DECODERS, sinter_decoders
 from qhil.kernels._train import LABELS, TrainConfig, train, write_model
 from qhil.kernels._train_eval import plot_training
+from qhil.kernels.persistent import PersistentPreDecodedMatching
 
 __all__ = [
     "BACKENDS",

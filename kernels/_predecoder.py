@@ -52,7 +52,7 @@ __all__ = [
 
 BACKENDS = ("numpy", "numba", "cuda", "cuda-persistent")
 # Backends that run batches through ``PreDecoder.predecode``; "cuda-persistent" is the
-# persistent kernel, which streams shots (``qhil.kernels._persistent_pipeline``) instead.
+# persistent kernel, which streams shots (``qhil.kernels.persistent._pipeline``) instead.
 _BATCH_BACKENDS = ("cuda", "numba", "numpy")
 _MODEL_DIR = Path(__file__).with_name("models")
 MODELS = ("default",)

@@ -80,8 +80,6 @@ import stim
 
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
-from qhil.kernels._persistent_collector import NO_RESULT, Shared, alive, collect, shutdown
-from qhil.kernels._persistent_tables import D_STREAM
 from qhil.kernels._pipeline import PreDecodedMatching
 from qhil.kernels._predecoder import (
     PreDecoder,
@@ -89,6 +87,8 @@ from qhil.kernels._predecoder import (
     default_threshold,
     resolve_model,
 )
+from qhil.kernels.persistent._collector import NO_RESULT, Shared, alive, collect, shutdown
+from qhil.kernels.persistent._tables import D_STREAM
 
 __all__ = ["PersistentPreDecodedMatching", "persistent_available"]
 
@@ -172,7 +172,7 @@ class PersistentPreDecodedMatching:
         poll_sleep_s: float | None = None,
         correlated: bool = False,
     ) -> None:
-        self.predecoder = predecoder  # a started qhil.kernels._persistent.PersistentPreDecoder
+        self.predecoder = predecoder  # a started PersistentPreDecoder
         self.matching = matching
         # Decodes, on the CPU, shots the kernel could not finish (PreDecodedMatching or None).
         self.fallback = fallback
@@ -183,7 +183,7 @@ class PersistentPreDecodedMatching:
         )  # fmt: skip
         self._kernel_stream = int(predecoder.tables.dims[D_STREAM])
         from qhil.bridge import TransportClosed
-        from qhil.kernels._persistent import PersistentKernelError  # loaded: the kernel runs
+        from qhil.kernels.persistent._launch import PersistentKernelError  # loaded: the kernel runs
 
         self._forward_errors = (PersistentKernelError, TransportClosed)
         self.num_detectors = int(predecoder.tables.num_detectors)
@@ -251,7 +251,7 @@ class PersistentPreDecodedMatching:
                 f"the {BACKEND!r} pre-decoder backend needs an NVIDIA GPU with Numba's CUDA "
                 f"target (the 'gpu' extra: numba-cuda, CuPy): {why}; {_FIX}"
             )
-        from qhil.kernels._persistent import PersistentPreDecoder  # imports numba.cuda
+        from qhil.kernels.persistent._predecoder import PersistentPreDecoder  # imports numba.cuda
 
         geometry = PreDecoderGeometry.from_circuit(circuit)
         qmodel = resolve_model(model)
@@ -317,7 +317,7 @@ class PersistentPreDecodedMatching:
         s.mode = mode
 
     def _submit(self, first_id: int, dets: np.ndarray) -> None:
-        from qhil.kernels._persistent import PersistentKernelError
+        from qhil.kernels.persistent._launch import PersistentKernelError
 
         s, pd = self._s, self.predecoder
         try:

@@ -3,7 +3,7 @@
 Its shots travel as per-round wire-v1 packets into the kernel's mapped ring.
 
 As in ``persistent_test.py``, the simulator scenarios run in a subprocess
-(``python -m qhil.kernels.persistent_pipeline_test <scenario>``) with
+(``python -m qhil.kernels.persistent.pipeline_test <scenario>``) with
 ``NUMBA_ENABLE_CUDASIM=1`` set before ``numba.cuda`` is imported, and report
 JSON; the pytest process never switches to the simulator. The subprocess
 timeout is the "never hangs" check.
@@ -22,7 +22,7 @@ import pytest
 
 from qhil.bridge import run_scenario
 
-_MODULE = "qhil.kernels.persistent_pipeline_test"
+_MODULE = "qhil.kernels.persistent.pipeline_test"
 
 
 _scenario = functools.partial(run_scenario, _MODULE, timeout_s=90.0)
@@ -174,8 +174,8 @@ def _sim(tmp: str) -> dict[str, Any]:
 
     from qhil.bridge import STATE_EXITED
     from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
     from qhil.kernels._pipeline import PreDecodedMatching
+    from qhil.kernels.persistent import PersistentPreDecodedMatching
 
     path = Path(tmp) / "tiny.npz"
     QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1).save(path)
@@ -354,8 +354,8 @@ def _stream_faults(tmp: str) -> dict[str, Any]:
     import numpy as np
 
     from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._persistent_pipeline import PersistentPreDecodedMatching
     from qhil.kernels._pipeline import PreDecodedMatching
+    from qhil.kernels.persistent import PersistentPreDecodedMatching
 
     path = Path(tmp) / "tiny.npz"
     QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1).save(path)
@@ -420,13 +420,13 @@ def _balanced(stats: Any) -> str:
 
 
 def _alive(pd: Any) -> bool:
-    return pd._launcher is not None and pd._launcher.is_alive()
+    return pd.run.launcher_alive
 
 
 def _refuse() -> dict[str, Any]:
     from qhil.host import DecoderSettings, make_decoder
-    from qhil.kernels._persistent_pipeline import persistent_available
     from qhil.kernels._predecoder import PreDecoder, available_backends
+    from qhil.kernels.persistent import persistent_available
 
     ok, why = persistent_available()
     out: dict[str, Any] = {"available": ok, "reason": why, "raised": None, "message": ""}

@@ -1,6 +1,6 @@
 """The streaming persistent kernel's tables: one (geometry, model) pair, flattened.
 
-The kernel (``qhil.kernels._persistent_kernel``) takes one time slice (one
+The kernel (``qhil.kernels.persistent._kernel``) takes one time slice (one
 round's packet) at a time, so every table here is laid out to be read slice by
 slice. :func:`build_tables` builds them once, on the host, from the very
 functions the CPU path uses (``PreDecoderGeometry.footprint``, the model's

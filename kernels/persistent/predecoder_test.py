@@ -3,7 +3,7 @@
 Without a GPU the kernel runs in Numba's CUDA simulator. ``NUMBA_ENABLE_CUDASIM``
 must be set before ``numba.cuda`` is first imported and it changes what
 ``numba.cuda`` is for the whole process, so the simulator scenarios run in a
-subprocess (``python -m qhil.kernels.persistent_test <scenario>``, the
+subprocess (``python -m qhil.kernels.persistent.predecoder_test <scenario>``, the
 ``__main__`` block below) and report JSON; the pytest process itself never
 switches to the simulator. The subprocess timeout is the "never hangs" check.
 """
@@ -26,7 +26,7 @@ import pytest
 
 from qhil.bridge import run_scenario
 
-_MODULE = "qhil.kernels.persistent_test"
+_MODULE = "qhil.kernels.persistent.predecoder_test"
 
 # (distance, rounds, basis, model widths, kernel size, shots, threshold): rounds=1; a kernel
 # of 5; rounds > 2 x the receptive field (5); d=5 with three layers (lag 3 > T = 3); a
@@ -127,7 +127,7 @@ def test_footprint_tables_equal_footprint_on_every_unit_output(basis: str) -> No
 
     from qhil.kernels._geometry import PreDecoderGeometry
     from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._persistent_tables import build_tables
+    from qhil.kernels.persistent._tables import build_tables
 
     c = stim.Circuit.generated(f"surface_code:rotated_memory_{basis}", distance=3, rounds=3)
     g = PreDecoderGeometry.from_circuit(c)
@@ -148,7 +148,7 @@ def test_tables_follow_the_geometry_footprints_slice_by_slice() -> None:
 
     from qhil.kernels._geometry import PreDecoderGeometry
     from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._persistent_tables import L_AOFF, L_LAG, L_RING, build_tables
+    from qhil.kernels.persistent._tables import L_AOFF, L_LAG, L_RING, build_tables
 
     c = stim.Circuit.generated("surface_code:rotated_memory_x", distance=3, rounds=3)
     g = PreDecoderGeometry.from_circuit(c)
@@ -260,7 +260,7 @@ def _exact(case: tuple[Any, ...]) -> dict[str, Any]:
     import dataclasses
     import threading
 
-    from qhil.kernels._persistent import PersistentPreDecoder
+    from qhil.kernels.persistent import PersistentPreDecoder
 
     geometry, model, dets, ref = _setup(*case)  # the reference: reference_logits inside
     pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0,
@@ -326,7 +326,7 @@ def _malformed() -> dict[str, Any]:
     import threading
 
     from qhil.bridge import FLAG_END_OF_STREAM
-    from qhil.kernels._persistent import PersistentPreDecoder
+    from qhil.kernels.persistent import PersistentPreDecoder
 
     geometry, model, dets, ref = _setup(3, 2, "z", (4, 4, 4), 3, 8)  # T = 3
     pkt = _packets(geometry, dets)
@@ -382,7 +382,7 @@ def _malformed() -> dict[str, Any]:
 def _mid_shot() -> dict[str, Any]:
     import dataclasses
 
-    from qhil.kernels._persistent import PersistentPreDecoder
+    from qhil.kernels.persistent import PersistentPreDecoder
 
     geometry, model, dets, ref = _setup(3, 2, "z", (4, 4, 4), 3, 2)
     pkt = _packets(geometry, dets)
@@ -395,7 +395,7 @@ def _mid_shot() -> dict[str, Any]:
     out = {
         "first_shot_decoded": len(got) == 1 and got[0].decoded and _matches(got[0], ref, 0),
         "report": dataclasses.asdict(rep),
-        "launcher_alive": pd._launcher is not None and pd._launcher.is_alive(),
+        "launcher_alive": pd.run.launcher_alive,
         "open_shot": [int(rest[0][1]), "INCOMPLETE" if rest[0][4] == 1 else "?", int(rest[0][6])]
         if len(rest) == 1
         else None,
@@ -418,7 +418,7 @@ def _mid_shot() -> dict[str, Any]:
 def _idle() -> dict[str, Any]:
     import dataclasses
 
-    from qhil.kernels._persistent import PersistentPreDecoder
+    from qhil.kernels.persistent import PersistentPreDecoder
 
     geometry, model, _, _ = _setup(3, 1, "z", (4, 4), 3, 2)
     pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=20.0)
@@ -432,7 +432,7 @@ def _stall() -> dict[str, Any]:
     import dataclasses
 
     from qhil.bridge import STATE_EXITED
-    from qhil.kernels._persistent import PersistentKernelError, PersistentPreDecoder
+    from qhil.kernels.persistent import PersistentKernelError, PersistentPreDecoder
 
     geometry, model, dets, ref = _setup(3, 1, "z", (4, 4), 3, 2)
     pd = PersistentPreDecoder.start(geometry, model, n_slots=4, watchdog_s=2.0)
@@ -468,7 +468,7 @@ def _stall() -> dict[str, Any]:
         "kernel_exited": exited,
         "submit_raised": submit_raised,
         "report": dataclasses.asdict(rep),
-        "launcher_alive": pd._launcher is not None and pd._launcher.is_alive(),
+        "launcher_alive": pd.run.launcher_alive,
     }
 
 
@@ -476,7 +476,7 @@ def _ptx(path: str) -> dict[str, Any]:
     try:
         from numba import cuda
 
-        from qhil.kernels._persistent_kernel import KERNEL_SIGNATURE, streaming_kernel
+        from qhil.kernels.persistent._kernel import KERNEL_SIGNATURE, streaming_kernel
 
         ptx, _ = cuda.compile_ptx(streaming_kernel.py_func, KERNEL_SIGNATURE, cc=(9, 0))
     except Exception as ex:  # no NVVM / no compile_ptx: the test skips with this reason

@@ -1,4 +1,4 @@
-"""A persistent echo kernel on a :class:`~qhil.bridge._gpu_ring.MappedSlotRing`: the bridge alone.
+"""A persistent echo kernel on a :class:`qhil.bridge.MappedSlotRing`: the bridge alone.
 
 It measures what the mapped-memory ring costs with no compute in the way::
 
@@ -28,36 +28,32 @@ the protocol, not the timing.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import numpy as np
 from numba import cuda
 
-from qhil.bridge._gpu_ring import (
+from qhil.bridge import (
     H_LENGTH,
     H_SEQ,
     H_SHOT,
     H_STREAM,
     HEADER_WORDS,
-    HEARTBEAT_EVERY,
     STATE_EXITED,
     STATE_RUNNING,
-    W_HEARTBEAT,
     W_IN_DONE,
     W_OUT_DONE,
-    W_SHUTDOWN,
     W_STATE,
     MappedRingSpec,
     MappedSlotRing,
-    _consume,
-    _produce,
-    flag_load,
-    flag_store,
+    consume_results,
+    njit_cached,
+    produce_window,
     simulator_enabled,
 )
-from qhil.bridge._jit import njit_cached
+from qhil.kernels.persistent._device import await_flag, flag_store
+from qhil.kernels.persistent._launch import KernelRun
 
 __all__ = ["ECHO_SIGNATURE", "EchoLoopback", "echo_kernel"]
 
@@ -78,21 +74,10 @@ def echo_kernel(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_o
     while True:
         slot = n & (n_slots - 1)
         if tid == 0:
-            status, spins = 0, 0
             length = np.int64(0)
-            while status == 0:
-                if flag_load(ctrl, W_SHUTDOWN) != 0:
-                    status = -1
-                elif (
-                    np.int64(flag_load(in_seq, slot)) == n + 1
-                    and n - np.int64(flag_load(ctrl, W_OUT_DONE)) < n_slots
-                ):
-                    status = 1
-                else:
-                    spins += 1
-                    if spins % HEARTBEAT_EVERY == 0:
-                        beat += 1
-                        flag_store(ctrl, W_HEARTBEAT, beat)
+            status, beat = await_flag(ctrl, in_seq, slot, n + 1, beat)
+            if status > 0:  # and output slot n is free (record n - n_slots consumed)
+                status, beat = await_flag(ctrl, ctrl, W_OUT_DONE, n + 1 - n_slots, beat)
             cuda.threadfence_system()  # payload reads stay after the flag reads
             if status > 0:
                 length = in_hdr[slot, H_LENGTH]
@@ -143,10 +128,10 @@ def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, ou
     1: echoed; 0: published, no result within ``max_spins`` polls (call ``_wait``);
     -1: the input ring is full.
     """
-    if _produce(ctrl, in_seq, in_hdr, in_data, local, 0, local[0], payload) == 0:
+    if produce_window(ctrl, in_seq, in_hdr, in_data, local, 0, local[0], payload) == 0:
         return -1
     spins = 0
-    while _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
+    while consume_results(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
         spins += 1
         if spins >= max_spins:
             return 0
@@ -156,7 +141,7 @@ def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, ou
 @njit_cached(nogil=True)
 def _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_spins) -> int:
     spins = 0
-    while _consume(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
+    while consume_results(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
         spins += 1
         if spins >= max_spins:
             return 0
@@ -176,57 +161,31 @@ class EchoLoopback:
     """A :class:`MappedSlotRing` with :func:`echo_kernel` running on it (launched once)."""
 
     def __init__(self, max_bytes: int, *, n_slots: int = 16, threads: int | None = None) -> None:
-        self.simulated = simulator_enabled()
-        self.threads = threads if threads is not None else (2 if self.simulated else 128)
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1; got {self.threads}")
         self.ring = MappedSlotRing(
             MappedRingSpec(n_slots=n_slots, in_width=max_bytes, out_width=max_bytes, n_obs=1)
         )
         self._hdr = np.zeros((1, HEADER_WORDS), dtype=np.int64)
         self._data = np.zeros((1, max_bytes), dtype=np.uint8)
         self._obs = np.zeros((1, 1), dtype=np.uint8)
-        self._launcher: threading.Thread | None = None
-        self._stream: Any = None
-        self._error: BaseException | None = None
-        self._stopped = False
-        self._launch()
+        nthreads = threads if threads is not None else (2 if simulator_enabled() else 128)
+        self.run = KernelRun(echo_kernel, self.ring, lambda stream: self.ring.device_args(),
+                             threads=nthreads, what="echo")  # fmt: skip
+        """The launch: its recorded error and stop."""
 
-    def _launch(self) -> None:
-        args = self.ring.device_args()
-        if self.simulated:
+    @property
+    def simulated(self) -> bool:
+        return self.run.simulated
 
-            def run() -> None:
-                try:
-                    echo_kernel[1, self.threads](*args)
-                except BaseException as ex:  # reported by wait_running / stop
-                    self._error = ex
-
-            self._launcher = threading.Thread(target=run, name="qhil-echo-kernel", daemon=True)
-            self._launcher.start()
-        else:
-            self._stream = cuda.stream()  # never the legacy default stream
-            echo_kernel[1, self.threads, self._stream](*args)  # async; compiles once
+    @property
+    def threads(self) -> int:
+        return self.run.threads
 
     def _args(self, payload: np.ndarray) -> tuple[Any, ...]:
-        h = self.ring._host
-        return (
-            h["ctrl"], h["in_seq"], h["in_hdr"], h["in_data"],
-            h["out_seq"], h["out_hdr"], h["out_data"], h["out_obs"],
-            self.ring._local, payload, self._hdr, self._data, self._obs,
-        )  # fmt: skip
+        return (*self.ring.host_args(), payload, self._hdr, self._data, self._obs)
 
     def wait_running(self, timeout_s: float = 30.0) -> None:
         """Wait until the kernel reports that it runs; raise if it does not."""
-        deadline = time.monotonic() + timeout_s
-        while self.ring.state != STATE_RUNNING:
-            if self._error is not None:
-                raise RuntimeError(f"echo kernel raised {self._error!r}") from self._error
-            if self.ring.state == STATE_EXITED:
-                raise RuntimeError("echo kernel exited before it was asked to")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"echo kernel not running after {timeout_s} s")
-            time.sleep(1e-3)
+        self.run.wait_running(timeout_s)
 
     @property
     def last_header(self) -> np.ndarray:
@@ -252,8 +211,7 @@ class EchoLoopback:
         deadline = time.monotonic() + timeout_s
         wait_args = (args[0], *args[4:9], *args[10:14])  # ctrl, output ring, local, dests
         while not _wait(*wait_args):
-            if self._error is not None:
-                raise RuntimeError(f"echo kernel raised {self._error!r}") from self._error
+            self.run.check()
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"no echo within {timeout_s} s (pushed {self.ring.pushed}, kernel took "
@@ -290,12 +248,7 @@ class EchoLoopback:
 
     def stop(self, timeout_s: float = 5.0) -> bool:
         """Ask the kernel to exit; True if it did within ``timeout_s``."""
-        if not self._stopped:
-            self._stopped = True
-            self.ring.request_shutdown()
-        return self.ring.wait_for_exit(
-            timeout_s=timeout_s, launcher=self._launcher, stream=self._stream
-        )
+        return self.run.stop(timeout_s)
 
     def __enter__(self) -> EchoLoopback:
         return self

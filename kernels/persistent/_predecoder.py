@@ -1,6 +1,6 @@
 """``PersistentPreDecoder``: the CNN pre-decoder as a persistent GPU kernel fed by packets.
 
-The kernel (``qhil.kernels._persistent_kernel``) is launched ONCE and loops
+The kernel (``qhil.kernels.persistent._kernel``) is launched ONCE and loops
 until told to stop. It takes wire-v1 syndrome packets, one per QEC round,
 straight from the slots of a ring in mapped pinned memory, computes on each
 round as it lands (bounded work per round), and emits each shot's residual and
@@ -20,38 +20,19 @@ shot the kernel could not finish (rounds lost, out of order, end of stream,
 shutdown) comes back INCOMPLETE with the rounds it received; the kernel's
 counters say why, per ``Reason``.
 
-A host WATCHDOG thread watches the heartbeat. If it does not advance for
-``watchdog_s`` seconds it records :class:`KernelStalled` (naming the stall:
-heartbeat value, how long, packets sent / taken, results returned), sets the
-shutdown flag, and every later ``submit``/``poll`` (and a sender waiting for
-room) raises it. So a stuck kernel never leaves a process waiting forever.
-
-Real GPU versus the simulator
------------------------------
-- On a GPU, ``start`` compiles and launches the kernel on its own CUDA stream
-  and returns; the kernel runs concurrently with the host. ``stop`` sets the
-  shutdown flag, waits (up to ``timeout_s``) for the kernel's exit flag, then
-  synchronizes that stream. A kernel that ignores the flag (a device hang)
-  cannot be killed from the host short of destroying the CUDA context (process
-  exit); ``stop`` then reports it instead of blocking. While the kernel runs,
-  do no work on the legacy default stream (it would wait behind the kernel)
-  and do not free device memory (``cudaFree`` synchronizes the device).
-- Under ``NUMBA_ENABLE_CUDASIM=1`` a launch runs the kernel's threads as Python
-  threads and returns only when the kernel ends, so ``start`` runs it in a
-  background (daemon) thread instead. Blocks run one after another there, so
-  the kernel uses one block and no inter-block handshake. Mapped arrays are
-  NumPy arrays shared with those threads and the fences are no-ops: the
-  simulator checks the protocol's logic and the arithmetic, not the hardware
-  memory ordering. While a simulated kernel runs, the simulator swaps this
-  module's ``cuda`` global for its fake one, so host code here makes no
-  ``cuda.*`` call between launch and exit (``start`` prepares everything first).
+The launch, the heartbeat watchdog (a stall raises :class:`KernelStalled` from every
+later ``submit``/``poll`` and from a sender waiting for room) and the stop are
+``KernelRun``'s, shared with the echo kernel. On a GPU the kernel runs concurrently with
+the host: while it runs, do no work on the legacy default stream (it would wait behind
+the kernel) and free no device memory (``cudaFree`` synchronizes the device). In the
+simulator one block runs (blocks run one after another there, so there is no
+inter-block handshake) and the fences are no-ops: it checks the protocol's logic and
+the arithmetic, not the hardware memory ordering.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,10 +47,7 @@ from qhil.bridge import (
     H_STATUS,
     H_STREAM,
     H_T_FPGA,
-    STATE_EXITED,
-    STATE_RUNNING,
     W_COUNTERS,
-    W_SHUTDOWN,
     W_STALL,
     CorrectionStatus,
     GpuPacketSender,
@@ -80,24 +58,16 @@ from qhil.bridge import (
 )
 from qhil.kernels._geometry import PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel
-from qhil.kernels._persistent_kernel import C_PACKETS, COUNTER_NAMES, streaming_kernel
-from qhil.kernels._persistent_tables import D_STREAM, StreamTables, build_tables
+from qhil.kernels.persistent._judge import C_PACKETS, COUNTER_NAMES
+from qhil.kernels.persistent._kernel import streaming_kernel
+from qhil.kernels.persistent._launch import KernelRun, PersistentKernelError
+from qhil.kernels.persistent._tables import D_STREAM, StreamTables, build_tables
 
 __all__ = [
-    "KernelStalled",
-    "PersistentKernelError",
     "PersistentPreDecoder",
     "PersistentResult",
     "StopReport",
 ]
-
-
-class PersistentKernelError(RuntimeError):
-    """The persistent kernel failed, exited unexpectedly or would not stop."""
-
-
-class KernelStalled(PersistentKernelError):
-    """The watchdog saw the kernel's heartbeat stop advancing."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -162,24 +132,16 @@ class PersistentPreDecoder:
     """The pre-decoder as one persistent kernel; build with :meth:`start`."""
 
     def __init__(self, geometry: PreDecoderGeometry, tables: StreamTables,
-                 ring: MappedSlotRing, *, threads: int, watchdog_s: float) -> None:  # fmt: skip
+                 ring: MappedSlotRing, run: KernelRun) -> None:  # fmt: skip
         self.geometry = geometry
         self.tables = tables
         self.ring = ring
-        self.threads = threads
-        self.watchdog_s = watchdog_s
-        self.simulated = simulator_enabled()
-        self.sender = GpuPacketSender(ring, on_wait=self._check)
+        self.run = run
+        """The launch: its watchdog, recorded error and stop."""
+        self.sender = GpuPacketSender(ring, on_wait=run.check)
         """The input ring's producer end (a ``PacketSender``); the only one."""
-        self._error: PersistentKernelError | None = None
-        self._lock = threading.Lock()
-        self._stopped = False
         self._next_seq = 0
         self._shots = 0  # shots handed out by rounds_of
-        self._launcher: threading.Thread | None = None
-        self._cuda_stream: Any = None
-        self._wd_stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
 
     @classmethod
     def start(
@@ -212,91 +174,47 @@ class PersistentPreDecoder:
         if not 0 <= stream_id < 2**32:
             raise ValueError(f"stream_id={stream_id} must lie in 0..2**32-1")
         tables = build_tables(geometry, model, threshold=threshold, stream_id=stream_id)
-        spec = MappedRingSpec(
-            n_slots=n_slots,
-            in_width=tables.max_packet,
-            out_width=tables.num_detectors,
-            n_obs=tables.num_observables,
+        ring = MappedSlotRing(
+            MappedRingSpec(
+                n_slots=n_slots,
+                in_width=tables.max_packet,
+                out_width=tables.num_detectors,
+                n_obs=tables.num_observables,
+            )
         )
-        sim = simulator_enabled()
-        nthreads = threads if threads is not None else (4 if sim else 128)
-        if nthreads < 1:
-            raise ValueError(f"threads must be >= 1; got {nthreads}")
-        self = cls(geometry, tables, MappedSlotRing(spec), threads=nthreads, watchdog_s=watchdog_s)
-        self._launch()
-        self._watchdog = threading.Thread(target=self._watch, name="qhil-gpu-watchdog", daemon=True)
-        self._watchdog.start()
-        return self
+        nthreads = threads if threads is not None else (4 if simulator_enabled() else 128)
 
-    def _kernel_args(self, stream: Any) -> tuple[Any, ...]:
-        t = self.tables
-        dev = tuple(cuda.to_device(a, stream=stream) for a in t.device_args())
-        scratch = (
-            cuda.device_array(t.num_detectors, dtype=np.uint8, stream=stream),
-            cuda.device_array(t.act_len, dtype=np.int64, stream=stream),
-            cuda.device_array(t.out_valid.shape[0], dtype=np.uint8, stream=stream),
-        )
-        return (*self.ring.device_args(), *dev, *scratch)
+        def kernel_args(stream: Any) -> tuple[Any, ...]:
+            dev = tuple(cuda.to_device(a, stream=stream) for a in tables.device_args())
+            scratch = (
+                cuda.device_array(tables.num_detectors, dtype=np.uint8, stream=stream),
+                cuda.device_array(tables.act_len, dtype=np.int64, stream=stream),
+                cuda.device_array(tables.out_valid.shape[0], dtype=np.uint8, stream=stream),
+            )
+            return (*ring.device_args(), *dev, *scratch)
 
-    def _launch(self) -> None:
-        if self.simulated:
-            args = self._kernel_args(0)
+        run = KernelRun(streaming_kernel, ring, kernel_args, threads=nthreads,
+                        what="persistent pre-decoder", watchdog_s=watchdog_s)  # fmt: skip
+        return cls(geometry, tables, ring, run)
 
-            def run() -> None:
-                try:
-                    streaming_kernel[1, self.threads](*args)
-                except BaseException as ex:  # recorded; the watchdog and the API report it
-                    self._fail(PersistentKernelError(f"persistent kernel raised {ex!r}"))
+    @property
+    def threads(self) -> int:
+        return self.run.threads
 
-            self._launcher = threading.Thread(target=run, name="qhil-cudasim-kernel", daemon=True)
-            self._launcher.start()
-        else:
-            self._cuda_stream = cuda.stream()  # never the legacy default stream
-            args = self._kernel_args(self._cuda_stream)
-            self._cuda_stream.synchronize()  # tables are on the device before the kernel runs
-            streaming_kernel[1, self.threads, self._cuda_stream](*args)  # async; compiles once
+    @property
+    def simulated(self) -> bool:
+        """Whether the kernel runs in Numba's CUDA simulator."""
+        return self.run.simulated
 
-    def _fail(self, err: PersistentKernelError) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = err
-        self.ring.request_shutdown()
-
-    def _watch(self) -> None:
-        ring, period = self.ring, min(0.05, self.watchdog_s / 10)
-        last, since = ring.heartbeat, time.monotonic()
-        while not self._wd_stop.wait(period):
-            if self._error is not None:
-                return
-            if ring.state == STATE_EXITED:
-                if not ring.word(W_SHUTDOWN):
-                    self._fail(PersistentKernelError("persistent kernel exited without shutdown"))
-                return
-            beat, now = ring.heartbeat, time.monotonic()
-            if beat != last:
-                last, since = beat, now
-            elif now - since >= self.watchdog_s:
-                where = "never started" if ring.state != STATE_RUNNING else "running"
-                self._fail(
-                    KernelStalled(
-                        f"persistent pre-decoder kernel stalled: heartbeat stuck at {beat} for "
-                        f"{now - since:.2f} s (watchdog_s={self.watchdog_s}; kernel {where}; "
-                        f"packets sent {ring.pushed}, taken {ring.in_done}, "
-                        f"results returned {ring.popped}); shutdown requested"
-                    )
-                )
-                return
+    @property
+    def watchdog_s(self) -> float:
+        assert self.run.watchdog_s is not None
+        return self.run.watchdog_s
 
     @property
     def error(self) -> PersistentKernelError | None:
         """The recorded failure (stall, kernel exception), or None."""
-        return self._error
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._stopped:
-            raise PersistentKernelError("this PersistentPreDecoder is stopped; start a new one")
+        return self.run.error
 
     # ------------------------------------------------------------------ producing
 
@@ -332,7 +250,7 @@ class PersistentPreDecoder:
         all were sent). One packet per call (``stop = start + 1``) is how a paced
         front end emulator sends one round at a time.
         """
-        self._check()
+        self.run.check()
         return self.sender.try_send_rounds(batch, start, stop)
 
     def submit(self, first_shot_id: int, dets: np.ndarray, *, timeout_s: float = 10.0) -> None:
@@ -343,11 +261,11 @@ class PersistentPreDecoder:
         ``n_slots`` shots. Raises the recorded error (e.g. :class:`KernelStalled`)
         once the kernel failed, and TimeoutError after ``timeout_s`` without room.
         """
-        self._check()
+        self.run.check()
         batch = self.rounds_of(first_shot_id, dets)
         k = self.sender.send_rounds(batch, timeout_s=timeout_s)
         if k < batch.num_packets:
-            self._check()
+            self.run.check()
             raise TimeoutError(
                 f"the input ring stayed full for {timeout_s} s ({k} of {batch.num_packets} "
                 f"packets sent); poll() the results: the kernel opens a new shot only when "
@@ -364,7 +282,7 @@ class PersistentPreDecoder:
         """
         hdr, data, obs = self.ring.pop()
         if not len(hdr):
-            self._check()
+            self.run.check()
         return [
             PersistentResult(
                 shot_id=int(h[H_SHOT]),
@@ -420,24 +338,10 @@ class PersistentPreDecoder:
         reported in ``StopReport.error`` (on a GPU only process exit can reclaim it).
         A shot open at shutdown is emitted INCOMPLETE (poll() still returns it).
         """
-        if not self._stopped:
-            self._stopped = True
-            self.ring.request_shutdown()
+        if not self.run.stopped:
             self.sender.close()
-        exited = self.ring.wait_for_exit(
-            timeout_s=timeout_s, launcher=self._launcher, stream=self._cuda_stream
-        )
-        self._wd_stop.set()
-        if self._watchdog is not None:
-            self._watchdog.join(1.0)
-        if not exited:
-            self._fail(
-                PersistentKernelError(
-                    f"persistent kernel did not exit within {timeout_s} s of the shutdown flag "
-                    f"(state {self.ring.state}, heartbeat {self.ring.heartbeat})"
-                )
-            )
-        err = self._error
+        exited = self.run.stop(timeout_s)
+        err = self.run.error
         return StopReport(
             exited=exited,
             submitted=self.ring.pushed,
