@@ -4,20 +4,53 @@
 takes the syndrome packets a front end has emitted; ``correction_for`` answers
 one; ``exchange_and_check`` streams shots through a front end and checks every
 packet against stim.
+
+For ``CycleModel`` runs (``fpga/cycle_model_test.py`` and the loop-level tests in
+``hil_tests/``): ``warm_up_codecs``, ``rings``, ``model_for``, ``PeerThread``,
+``check_ledger``, the ``STATUS_*`` bits and ``FAST_TIMEOUTS``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import stim
 
-from qhil.bridge import CorrectionPacket, SyndromePacket, packet_buffers
+from qhil.bridge import CorrectionPacket, ShmRing, SyndromePacket, packet_buffers
+from qhil.bridge import warm_up as warm_up_bridge
+from qhil.fpga._cycle_model import CycleModel
 from qhil.fpga._driver import FrontEnd, FrontEndConfig
-from qhil.fpga._regmap import REGISTERS
+from qhil.fpga._ledger import Fate, FrontEndResult
+from qhil.fpga._regmap import REGISTERS, STATUS_BITS
 
-__all__ = ["correction_for", "drain_syndromes", "exchange_and_check", "surface_circuit"]
+__all__ = [
+    "FAST_TIMEOUTS",
+    "STATUS_BACKPRESSURE",
+    "STATUS_DONE",
+    "STATUS_RUNNING",
+    "STATUS_UNRESPONSIVE",
+    "PeerThread",
+    "check_ledger",
+    "correction_for",
+    "drain_syndromes",
+    "exchange_and_check",
+    "model_for",
+    "rings",
+    "surface_circuit",
+    "warm_up_codecs",
+]
+
+STATUS_DONE = 1 << STATUS_BITS["DONE"]
+STATUS_UNRESPONSIVE = 1 << STATUS_BITS["DECODER_UNRESPONSIVE"]
+STATUS_BACKPRESSURE = 1 << STATUS_BITS["BACKPRESSURE"]
+STATUS_RUNNING = 1 << STATUS_BITS["RUNNING"]
+
+# Short timeouts keep the failure cases fast; the happy paths never get near them.
+FAST_TIMEOUTS = {"correction_timeout_s": 0.2, "stall_timeout_s": 0.5}
 
 
 def surface_circuit(basis: str = "z", d: int = 3, rounds: int = 2, p: float = 0.02) -> stim.Circuit:
@@ -82,3 +115,75 @@ def exchange_and_check(fe: FrontEnd, circuit: stim.Circuit, shots: int) -> None:
     counted = [r.name for r in REGISTERS if r.access == "ro" and r.name.startswith("CORR_")]
     rejected = [name for name in counted if fe.regs[name]]
     assert rejected == ["CORR_ACCEPTED"]
+
+
+def warm_up_codecs() -> None:
+    """Compile (or load) numba code now, not while a timeout runs: the ring's hot paths
+    and the packet encoders and parsers."""
+    warm_up_bridge()
+    with ShmRing.create(n_slots=2, slot_size=64) as ring:  # the peer sends bytes (read-only)
+        assert ring.sender().send(b"warm", timeout_s=1.0)
+    buf, lengths = packet_buffers(1, 252)
+    for data in (
+        SyndromePacket(stream_id=0, shot=1, round=0, seq=1, t_fpga=1, bits=[1]).encode(),
+        CorrectionPacket(stream_id=0, shot=1, seq=1, t_fpga=1, obs=[1], frame=[1]).encode(),
+    ):
+        buf[0, : len(data)] = np.frombuffer(data, np.uint8)
+        lengths[0] = len(data)
+        with contextlib.suppress(ValueError):
+            SyndromePacket.decode(buf[0, : lengths[0]])
+        with contextlib.suppress(ValueError):
+            CorrectionPacket.decode(buf[0, : lengths[0]])
+
+
+@contextlib.contextmanager
+def rings(up_slots: int = 256) -> Iterator[tuple[ShmRing, ShmRing]]:
+    """The up (syndromes) and down (corrections) rings of one run."""
+    with ShmRing.create(n_slots=up_slots) as up, ShmRing.create(n_slots=256) as down:
+        yield up, down
+
+
+def model_for(circuit: stim.Circuit, **config: object) -> CycleModel:
+    return CycleModel.from_circuit(circuit, config=FrontEndConfig(**config))  # type: ignore[arg-type]
+
+
+class PeerThread(threading.Thread):
+    """A daemon thread whose exception is re-raised by ``finish``."""
+
+    def __init__(self, target: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+        self.value: Any = None
+
+    def run(self) -> None:
+        try:
+            self.value = self._target_fn()
+        except BaseException as ex:
+            self.error = ex
+
+    def finish(self, timeout_s: float = 5.0) -> Any:
+        self.join(timeout_s)
+        assert not self.is_alive(), "peer thread did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def check_ledger(res: FrontEndResult) -> None:
+    """The run's fates, registers and rejections agree, and it ended DONE."""
+    res.check_nothing_lost_silently()
+    regs = res.registers
+    assert regs["SHOTS_DECODED_LO"] == int(np.count_nonzero(res.decoded))
+    assert regs["ROUNDS_BACKPRESSURE"] == res.rounds_lost()["backpressure"]
+    assert regs["SHOTS_DECODER_ERROR"] == int(
+        np.count_nonzero(res.fates[:, -1] == Fate.LOST_DECODER_ERROR)
+    )
+    assert regs["SHOTS_TIMED_OUT"] == int(np.count_nonzero(res.fates[:, -1] == Fate.LOST_TIMEOUT))
+    for label, count in res.rejections.items():
+        if f"CORR_{label.upper()}" in regs:
+            assert regs[f"CORR_{label.upper()}"] == count, label
+    assert (res.latency_ns >= 0).tolist() == res.decoded.tolist()
+    assert (res.latency_cycles >= 0).tolist() == res.decoded.tolist()
+    assert not res.predictions[~res.decoded].any()
+    assert regs["STATUS"] & STATUS_DONE and not regs["STATUS"] & STATUS_RUNNING

@@ -1,11 +1,15 @@
+"""``CycleModel`` on its own and against scripted peers: config, registers, fates, ledger.
+
+Its runs with the real decoder service are loop-level tests, in
+``hil_tests/cycle_model_with_service_test.py``.
+"""
+
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -21,29 +25,23 @@ from qhil.bridge import (
     packet_buffers,
     write_correction,
 )
-from qhil.bridge import warm_up as warm_up_bridge
 from qhil.fpga import CycleModel, Fate, FrontEndConfig, FrontEndResult, PacingStats
-from qhil.fpga._regmap import STATUS_BITS
-from qhil.host import DecoderService, ServiceConfig, make_decoder
-
-DONE = 1 << STATUS_BITS["DONE"]
-UNRESPONSIVE = 1 << STATUS_BITS["DECODER_UNRESPONSIVE"]
-BACKPRESSURE = 1 << STATUS_BITS["BACKPRESSURE"]
-RUNNING = 1 << STATUS_BITS["RUNNING"]
-
-# Short timeouts keep the failure cases fast; the happy paths never get near them.
-FAST = {"correction_timeout_s": 0.2, "stall_timeout_s": 0.5}
+from qhil.fpga._testing import (
+    FAST_TIMEOUTS,
+    STATUS_DONE,
+    STATUS_UNRESPONSIVE,
+    PeerThread,
+    check_ledger,
+    model_for,
+    rings,
+    surface_circuit,
+    warm_up_codecs,
+)
 
 
 @pytest.fixture(scope="module")
 def circuit() -> stim.Circuit:
-    return stim.Circuit.generated(
-        "surface_code:rotated_memory_z",
-        distance=3,
-        rounds=3,
-        after_clifford_depolarization=0.01,
-        before_measure_flip_probability=0.01,
-    )
+    return surface_circuit("z", d=3, rounds=3, p=0.01)
 
 
 @pytest.fixture(scope="module")
@@ -51,68 +49,15 @@ def measurements(circuit: stim.Circuit) -> np.ndarray:
     return circuit.compile_sampler(seed=11).sample(300)
 
 
-@pytest.fixture(scope="module")
-def service(circuit: stim.Circuit) -> DecoderService:
-    svc = DecoderService.from_circuit(circuit, config=ServiceConfig())
-    svc.warm_up()
-    return svc
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _compiled_codecs() -> None:
-    """Compile (or load) numba code now, not while a timeout runs: the ring's hot paths
-    and the scripted peer's encoders and parsers."""
-    warm_up_bridge()
-    with ShmRing.create(n_slots=2, slot_size=64) as ring:  # the peer sends bytes (read-only)
-        assert ring.sender().send(b"warm", timeout_s=1.0)
-    buf, lengths = packet_buffers(1, 252)
-    for data in (
-        SyndromePacket(stream_id=0, shot=1, round=0, seq=1, t_fpga=1, bits=[1]).encode(),
-        CorrectionPacket(stream_id=0, shot=1, seq=1, t_fpga=1, obs=[1], frame=[1]).encode(),
-    ):
-        buf[0, : len(data)] = np.frombuffer(data, np.uint8)
-        lengths[0] = len(data)
-        with contextlib.suppress(ValueError):
-            SyndromePacket.decode(buf[0, : lengths[0]])
-        with contextlib.suppress(ValueError):
-            CorrectionPacket.decode(buf[0, : lengths[0]])
+    """Compile (or load) numba code now, not while a timeout runs; the scripted peer's
+    raw corrections too."""
+    warm_up_codecs()
     raw_correction(SyndromePacket(stream_id=0, shot=1, round=0, seq=1, t_fpga=1, bits=[]), status=0)
 
 
-@contextlib.contextmanager
-def rings(up_slots: int = 256) -> Iterator[tuple[ShmRing, ShmRing]]:
-    with ShmRing.create(n_slots=up_slots) as up, ShmRing.create(n_slots=256) as down:
-        yield up, down
-
-
-def model_for(circuit: stim.Circuit, **config: object) -> CycleModel:
-    return CycleModel.from_circuit(circuit, config=FrontEndConfig(**config))  # type: ignore[arg-type]
-
-
 # -- peers ------------------------------------------------------------------------------------
-
-
-class _Thread(threading.Thread):
-    """A daemon thread whose exception is re-raised by ``finish``."""
-
-    def __init__(self, target: Callable[[], object]) -> None:
-        super().__init__(daemon=True)
-        self._target_fn = target
-        self.error: BaseException | None = None
-        self.value: Any = None
-
-    def run(self) -> None:
-        try:
-            self.value = self._target_fn()
-        except BaseException as ex:
-            self.error = ex
-
-    def finish(self, timeout_s: float = 5.0) -> Any:
-        self.join(timeout_s)
-        assert not self.is_alive(), "peer thread did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 Respond = Callable[[SyndromePacket], list[bytes]]
@@ -131,7 +76,7 @@ class ScriptedPeer:
         self.ack_eos = ack_eos
         self.received: list[SyndromePacket] = []
         self.stop = threading.Event()
-        self.thread = _Thread(self._serve)
+        self.thread = PeerThread(self._serve)
 
     def __enter__(self) -> ScriptedPeer:
         self.thread.start()
@@ -193,24 +138,6 @@ def raw_correction(p: SyndromePacket, *, status: int) -> bytes:
     return out[:n].tobytes()
 
 
-def check_ledger(res: FrontEndResult) -> None:
-    res.check_nothing_lost_silently()
-    regs = res.registers
-    assert regs["SHOTS_DECODED_LO"] == int(np.count_nonzero(res.decoded))
-    assert regs["ROUNDS_BACKPRESSURE"] == res.rounds_lost()["backpressure"]
-    assert regs["SHOTS_DECODER_ERROR"] == int(
-        np.count_nonzero(res.fates[:, -1] == Fate.LOST_DECODER_ERROR)
-    )
-    assert regs["SHOTS_TIMED_OUT"] == int(np.count_nonzero(res.fates[:, -1] == Fate.LOST_TIMEOUT))
-    for label, count in res.rejections.items():
-        if f"CORR_{label.upper()}" in regs:
-            assert regs[f"CORR_{label.upper()}"] == count, label
-    assert (res.latency_ns >= 0).tolist() == res.decoded.tolist()
-    assert (res.latency_cycles >= 0).tolist() == res.decoded.tolist()
-    assert not res.predictions[~res.decoded].any()
-    assert regs["STATUS"] & DONE and not regs["STATUS"] & RUNNING
-
-
 # -- config -----------------------------------------------------------------------------------
 
 
@@ -268,80 +195,6 @@ def test_run_rejects_measurements_of_the_wrong_shape(circuit: stim.Circuit) -> N
         model.run(np.zeros((4, 5), np.bool_), tx=up.sender(), rx=down.receiver())
 
 
-# -- the loop with the real decoder service ------------------------------------------------------
-
-
-@pytest.mark.parametrize("max_in_flight", [1, 8])
-def test_lockstep_with_the_decoder_service_decodes_every_round(
-    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService, max_in_flight: int
-) -> None:
-    model = model_for(circuit, max_in_flight=max_in_flight)
-    progress: list[tuple[int, int]] = []
-    with rings() as (up, down):
-        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
-        host.start()
-        res = model.run(measurements, tx=up.sender(), rx=down.receiver(),
-                        on_progress=lambda a, b: progress.append((a, b)))  # fmt: skip
-        stats = host.finish()
-    shots = len(measurements)
-    assert res.aborted == ""
-    assert res.mode == "lockstep"
-    assert res.fates.shape == (shots, 4)
-    assert np.all(res.fates == Fate.DECODED)
-    assert res.decoded.all()
-    check_ledger(res)
-    assert res.rounds_emitted == res.rounds_decoded == 4 * shots
-    assert sum(res.rounds_lost().values()) == 0
-    assert not any(res.rejections.values())
-
-    dets, obs = circuit.compile_m2d_converter().convert(
-        measurements=measurements, separate_observables=True
-    )
-    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
-    assert expected.any() and obs.any(), "noise strong enough for the comparison to matter"
-    np.testing.assert_array_equal(res.predictions, expected)
-    np.testing.assert_array_equal(res.raw_observables, obs)
-    np.testing.assert_array_equal(res.logical_errors, np.any(obs ^ expected, axis=1))
-
-    regs = res.registers
-    # ROUNDS_EMITTED counts rounds; the end-of-stream marker is not a round.
-    assert regs["ROUNDS_EMITTED_LO"] == 4 * shots
-    assert regs["ROUNDS_EMITTED_HI"] == 0
-    assert regs["SHOTS_DECODED_LO"] == shots
-    assert regs["CORR_ACCEPTED"] == shots
-    assert regs["SHOTS_TIMED_OUT"] == regs["SHOTS_INCOMPLETE"] == 0
-    assert regs["STATUS"] == DONE
-    assert regs["CTRL"] == 0b11
-    assert regs["LOGICAL_FRAME"] == int(np.count_nonzero(expected[:, 0])) % 2
-    assert regs["LAT_MAX"] == res.latency_cycles.max()
-    assert regs["LAT_LAST"] in set(res.latency_cycles.tolist())
-    assert regs["BUDGET_MISSES"] == int(np.count_nonzero(res.latency_cycles > res.budget_cycles))
-    assert regs["CYCLE_LO"] | regs["CYCLE_HI"] << 32 > 0
-    assert np.all(res.emit_ns > 0)
-    assert np.all(res.host_rx_ns >= res.emit_ns)
-    assert np.all(res.host_tx_ns >= res.host_rx_ns)
-    assert res.pacing is None
-    assert progress[-1] == (shots, shots)
-
-    assert stats.stopped_by == "end_of_stream"
-    assert stats.shots_decoded == shots
-    assert stats.counts["rounds_accepted"] == 4 * shots
-    assert stats.counts["end_of_stream"] == 1
-    stats.check_balanced()
-
-
-def test_a_second_stream_id_is_echoed(circuit: stim.Circuit, measurements: np.ndarray) -> None:
-    svc = DecoderService.from_circuit(circuit, config=ServiceConfig(num_streams=3))
-    model = model_for(circuit, stream_id=2)
-    with rings() as (up, down):
-        host = _Thread(lambda: svc.serve(up.receiver(), down.sender()))
-        host.start()
-        res = model.run(measurements[:20], tx=up.sender(), rx=down.receiver())
-        host.finish()
-    assert res.decoded.all()
-    assert not any(res.rejections.values())
-
-
 # -- scripted peers: exact fates ----------------------------------------------------------------
 
 
@@ -355,7 +208,7 @@ def test_incomplete_corrections_settle_rounds_per_the_mask(
         return [incomplete(p, mask(p.shot))] if p.shot % 2 else [decoded(p)]
 
     shots = 32
-    model = model_for(circuit, **FAST)
+    model = model_for(circuit, **FAST_TIMEOUTS)
     with rings() as (up, down), ScriptedPeer(up, down, respond):
         res = model.run(measurements[:shots], tx=up.sender(), rx=down.receiver())
     assert res.aborted == ""
@@ -388,7 +241,7 @@ def test_decoder_error_corrections(circuit: stim.Circuit, measurements: np.ndarr
                                      status=CorrectionStatus.DECODER_ERROR).encode()]  # fmt: skip
         return [decoded(p)]
 
-    model = model_for(circuit, **FAST)
+    model = model_for(circuit, **FAST_TIMEOUTS)
     with rings() as (up, down), ScriptedPeer(up, down, respond):
         res = model.run(measurements[:6], tx=up.sender(), rx=down.receiver())
     assert res.fates[:, 0].tolist() == [1, 5, 1, 1, 5, 1]
@@ -400,7 +253,7 @@ def test_decoder_error_corrections(circuit: stim.Circuit, measurements: np.ndarr
 def test_a_silent_decoder_times_out_then_aborts_quickly(
     circuit: stim.Circuit, measurements: np.ndarray
 ) -> None:
-    model = model_for(circuit, **FAST)
+    model = model_for(circuit, **FAST_TIMEOUTS)
     with rings() as (up, down):  # nobody reads `up` or writes `down`
         t0 = time.monotonic()
         res = model.run(measurements, tx=up.sender(), rx=down.receiver())
@@ -416,7 +269,7 @@ def test_a_silent_decoder_times_out_then_aborts_quickly(
     assert not emitted[-1], "the run stopped long before the last shot"
     check_ledger(res)
     assert res.registers["SHOTS_TIMED_OUT"] == timed_out.sum()
-    assert res.registers["STATUS"] == DONE | UNRESPONSIVE
+    assert res.registers["STATUS"] == STATUS_DONE | STATUS_UNRESPONSIVE
     assert res.registers["CORR_ACCEPTED"] == 0
     assert np.all(res.latency_ns == -1)
 
@@ -424,7 +277,7 @@ def test_a_silent_decoder_times_out_then_aborts_quickly(
 def test_a_full_bridge_in_lockstep_aborts_and_settles_the_cut_shot(
     circuit: stim.Circuit, measurements: np.ndarray
 ) -> None:
-    model = model_for(circuit, **FAST)
+    model = model_for(circuit, **FAST_TIMEOUTS)
     with rings(up_slots=2) as (up, down):
         t0 = time.monotonic()
         res = model.run(measurements[:5], tx=up.sender(), rx=down.receiver())
@@ -435,7 +288,7 @@ def test_a_full_bridge_in_lockstep_aborts_and_settles_the_cut_shot(
     assert res.fates[0].tolist() == [Fate.LOST_ABORTED] * 2 + [Fate.NOT_EMITTED] * 2
     assert np.all(res.fates[1:] == Fate.NOT_EMITTED)
     check_ledger(res)
-    assert res.registers["STATUS"] == DONE | UNRESPONSIVE
+    assert res.registers["STATUS"] == STATUS_DONE | STATUS_UNRESPONSIVE
     assert res.registers["ROUNDS_BACKPRESSURE"] == 0, "lockstep waits; it never drops"
 
 
@@ -475,7 +328,7 @@ def test_rejected_corrections_are_counted_and_never_crash(
             ]  # fmt: skip
         return [good]
 
-    model = model_for(circuit, **FAST)
+    model = model_for(circuit, **FAST_TIMEOUTS)
     with rings() as (up, down), ScriptedPeer(up, down, respond):
         res = model.run(measurements[:shots], tx=up.sender(), rx=down.receiver())
     assert res.aborted == ""
@@ -544,85 +397,16 @@ def test_should_stop_interrupts_and_pending_shots_are_aborted(
     assert np.all(res.fates[1:] == Fate.NOT_EMITTED)
     assert res.rounds_lost()["aborted"] == 4
     check_ledger(res)
-    assert res.registers["STATUS"] == DONE, "an interrupt is not a decoder fault"
-
-
-def test_should_stop_with_a_live_decoder_keeps_what_was_decoded(
-    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
-) -> None:
-    model = model_for(circuit)
-    with rings() as (up, down):
-        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
-        host.start()
-        res = model.run(measurements, tx=up.sender(), rx=down.receiver(), should_stop=lambda: True)
-        host.finish()
-    assert res.aborted == "interrupted"
-    assert res.decoded[0] and not res.decoded[1:].any()
-    assert np.all(res.fates[1:] == Fate.NOT_EMITTED)
-    check_ledger(res)
+    assert res.registers["STATUS"] == STATUS_DONE, "an interrupt is not a decoder fault"
 
 
 # -- paced mode ---------------------------------------------------------------------------------
 
 
-def test_paced_mode_keeps_to_the_round_clock(
-    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
-) -> None:
-    period = 200e-6
-    model = model_for(circuit, mode="paced", round_time_s=period, **FAST)
-    with rings(up_slots=1024) as (up, down):
-        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
-        host.start()
-        res = model.run(measurements[:100], tx=up.sender(), rx=down.receiver())
-        host.finish()
-    assert res.mode == "paced"
-    assert res.aborted == ""
-    assert res.decoded.all()
-    check_ledger(res)
-    pacing = res.pacing
-    assert isinstance(pacing, PacingStats)
-    assert pacing.target_interval_s == period
-    # Functional, not a timing goal: the round clock is never outrun.
-    assert pacing.interval_s >= 0.99 * period
-    assert 0 <= pacing.lag_p50_s <= pacing.lag_p99_s <= pacing.lag_max_s
-    assert res.registers["ROUND_PERIOD"] == 50_000
-    assert res.registers["CTRL"] == 0b01
-
-
-def test_paced_mode_drops_rounds_when_the_bridge_is_full(
-    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
-) -> None:
-    def late_service() -> object:
-        time.sleep(0.03)  # no consumer for the first ~300 rounds
-        return service.serve(up.receiver(), down.sender())
-
-    model = model_for(circuit, mode="paced", round_time_s=100e-6, **FAST)
-    with rings(up_slots=2) as (up, down):
-        host = _Thread(late_service)
-        host.start()
-        res = model.run(measurements, tx=up.sender(), rx=down.receiver())
-        stats = host.finish()
-    lost = res.rounds_lost()
-    assert lost["backpressure"] > 0
-    assert res.registers["ROUNDS_BACKPRESSURE"] == lost["backpressure"]
-    assert res.registers["STATUS"] & BACKPRESSURE
-    assert res.rounds_emitted == 4 * len(measurements), "paced mode drops; it never stops"
-    check_ledger(res)
-    # Shots hit by backpressure can never decode; the rest did, correctly.
-    hit = np.any(res.fates == Fate.LOST_BACKPRESSURE, axis=1)
-    assert not res.decoded[hit].any()
-    dets, _ = circuit.compile_m2d_converter().convert(
-        measurements=measurements, separate_observables=True
-    )
-    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
-    np.testing.assert_array_equal(res.predictions[res.decoded], expected[res.decoded])
-    stats.check_balanced()
-
-
 def test_paced_mode_without_a_decoder_times_shots_out(
     circuit: stim.Circuit, measurements: np.ndarray
 ) -> None:
-    model = model_for(circuit, mode="paced", round_time_s=50e-6, **FAST)
+    model = model_for(circuit, mode="paced", round_time_s=50e-6, **FAST_TIMEOUTS)
     with rings(up_slots=64) as (up, down):
         res = model.run(measurements[:10], tx=up.sender(), rx=down.receiver())
     assert res.aborted == ""
@@ -695,80 +479,10 @@ def test_pacing_stats_validation() -> None:
 # -- measurements in chunks ----------------------------------------------------------------------
 
 
-class _CountingSender:
-    """A PacketSender that counts the rounds committed through it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.commits = inner, 0
-
-    def commit(self, length: int) -> None:
-        self.inner.commit(length)
-        self.commits += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def test_chunks_stream_like_one_array_and_are_taken_one_at_a_time(
-    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
-) -> None:
-    model = model_for(circuit, max_in_flight=8)
-    whole = len(measurements)
-    with rings() as (up, down):
-        tx = _CountingSender(up.sender())
-        committed_when_taken: list[int] = []
-
-        def chunks() -> Iterator[np.ndarray]:
-            for start in range(0, whole, 128):
-                committed_when_taken.append(tx.commits)
-                yield measurements[start : start + 128]
-
-        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
-        host.start()
-        res = model.run(chunks(), shots=whole, tx=tx, rx=down.receiver())
-        host.finish()
-    # Each chunk is asked for once the previous one is streamed, not before.
-    assert committed_when_taken == [0, 4 * 128, 4 * 256]
-    assert res.aborted == "" and res.decoded.all()
-    check_ledger(res)
-    dets, obs = circuit.compile_m2d_converter().convert(
-        measurements=measurements, separate_observables=True
-    )
-    expected = make_decoder("pymatching", circuit).decode_batch(dets.astype(np.uint8))
-    np.testing.assert_array_equal(res.predictions, expected)
-    np.testing.assert_array_equal(res.raw_observables, obs)
-
-
-def test_paced_chunks_hold_the_clock_while_the_next_one_is_made(
-    circuit: stim.Circuit, measurements: np.ndarray, service: DecoderService
-) -> None:
-    period, pause = 200e-6, 0.3
-
-    def slow_chunks() -> Iterator[np.ndarray]:
-        yield measurements[:40]
-        time.sleep(pause)  # sampling the next chunk takes a while
-        yield measurements[40:80]
-
-    model = model_for(circuit, mode="paced", round_time_s=period, **FAST)
-    with rings(up_slots=1024) as (up, down):
-        host = _Thread(lambda: service.serve(up.receiver(), down.sender()))
-        host.start()
-        res = model.run(slow_chunks(), shots=80, tx=up.sender(), rx=down.receiver())
-        host.finish()
-    # No correction was timed across the pause (it outlasts the correction timeout),
-    # and no round was due during it: neither latency nor pacing shows it.
-    assert res.aborted == "" and res.decoded.all()
-    check_ledger(res)
-    assert res.latency_ns.max() < pause * 1e9 / 2
-    assert res.pacing is not None
-    assert res.pacing.lag_max_s < pause / 2
-    assert period * 0.99 <= res.pacing.interval_s < period + pause / 80 / 4
-
-
 def test_chunks_must_hold_the_promised_shots(
     circuit: stim.Circuit, measurements: np.ndarray
 ) -> None:
-    model = model_for(circuit, **FAST)
+    model = model_for(circuit, **FAST_TIMEOUTS)
     chunks = [measurements[:5], measurements[5:10]]
     with rings() as (up, down):
         with pytest.raises(ValueError, match="measurement chunks need shots="):
