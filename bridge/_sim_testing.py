@@ -18,11 +18,18 @@ __all__ = ["run_scenario"]
 
 
 def run_scenario(
-    module: str, name: str, *args: str, sim: bool = True, timeout_s: float = 60.0
+    module: str,
+    name: str,
+    *args: str,
+    sim: bool = True,
+    timeout_s: float = 60.0,
+    cwd: str | None = None,
 ) -> dict[str, Any]:
     """Run ``python -m module name *args``; assert it succeeds; return its last line as JSON.
 
     ``timeout_s`` bounds the child, so a hung kernel fails the test instead of hanging it.
+    ``cwd``: where the child runs (a module outside the installed package, such as one
+    of ``hil_tests``, is found from there).
     """
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
@@ -35,6 +42,7 @@ def run_scenario(
         text=True,
         timeout=timeout_s,
         check=False,
+        cwd=cwd,
     )
     assert proc.returncode == 0, f"scenario {name!r} failed:\n{proc.stderr[-4000:]}"
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
