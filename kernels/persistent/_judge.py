@@ -62,9 +62,10 @@ COUNTER_NAMES: dict[int, str] = {
 
 # Thread 0's state: the open shot (-1: none), its next round, rounds taken, and the seq
 # and t_fpga of its last packet; its output slot; the stream's last shot opened and next
-# seq; records emitted (m); the packet being judged; the heartbeat.
+# seq; records emitted (m); the packet being judged; the heartbeat; the kernel's stream.
 (ST_CUR_SHOT, ST_CUR_NEXT, ST_CUR_ROUNDS, ST_CUR_SEQ, ST_CUR_TF, ST_OSLOT, ST_LAST_SHOT,
- ST_NEXT_SEQ, ST_M, ST_P_SHOT, ST_P_SEQ, ST_P_TF, ST_BEAT, ST_LEN) = range(14)  # fmt: skip
+ ST_NEXT_SEQ, ST_M, ST_P_SHOT, ST_P_SEQ, ST_P_TF, ST_BEAT, ST_STREAM,
+ ST_LEN) = range(15)  # fmt: skip
 # Thread 0's decision, as bits: abandon the open shot, open a new one, stream this round.
 A_ABANDON, A_OPEN, A_ACCEPT = 1, 2, 4
 # Shared int64 scalars thread 0 broadcasts to the block.
@@ -158,7 +159,7 @@ def judge_round(st, cnt, flags, p_rnd, p_bits, n_bits, t_n):  # type: ignore[no-
 
 
 @inline_device(_PAIR)
-def judge(pkt, st, cnt, n_bits, size, crc, crc_zero, stream_id, t_n):  # type: ignore[no-untyped-def]
+def judge(pkt, st, cnt, n_bits, size, crc, crc_zero, t_n):  # type: ignore[no-untyped-def]
     """Thread 0: judge a framed packet (``size`` bytes, block CRC ``crc``) against the
     stream and the open shot; count a rejection. Returns ``(actions, round)``."""
     nb = size - CRC_SIZE
@@ -173,7 +174,7 @@ def judge(pkt, st, cnt, n_bits, size, crc, crc_zero, stream_id, t_n):  # type: i
     reason = 0
     if p_seq < 0 or st[ST_P_SHOT] < 0:
         reason = _BAD_FIELD
-    elif le_field(pkt, SYN_STREAM_AT, 4) != stream_id:
+    elif le_field(pkt, SYN_STREAM_AT, 4) != st[ST_STREAM]:
         reason = _UNKNOWN_STREAM
     elif p_seq < next_seq:
         reason = _DUPLICATE if p_seq == next_seq - 1 else _STALE
@@ -218,11 +219,11 @@ def publish_record(out_seq, st):  # type: ignore[no-untyped-def]
 
 
 @inline_device(_I64)
-def start_state(st, cnt):  # type: ignore[no-untyped-def]
-    """Thread 0: no shot open, nothing seen, every counter 0."""
+def start_state(st, cnt, stream_id):  # type: ignore[no-untyped-def]
+    """Thread 0: the kernel's stream; no shot open, nothing seen, every counter 0."""
     for i in range(ST_LEN):
         st[i] = 0
-    st[ST_CUR_SHOT], st[ST_LAST_SHOT] = -1, -1
+    st[ST_CUR_SHOT], st[ST_LAST_SHOT], st[ST_STREAM] = -1, -1, stream_id
     for i in range(N_COUNTERS):
         cnt[i] = 0
     return np.int64(0)

@@ -75,7 +75,7 @@ with ``compile_ptx(..., cc=(9, 0))`` on a machine without a GPU.
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda
+from numba import cuda, types
 
 from qhil.bridge import (
     CRC_SIZE,
@@ -90,7 +90,7 @@ from qhil.bridge import (
     Reason,
 )
 from qhil.kernels.persistent._compute import stream_round
-from qhil.kernels.persistent._device import await_flag, flag_store
+from qhil.kernels.persistent._device import await_flag, flag_store, inline_device
 from qhil.kernels.persistent._judge import (
     A_ABANDON,
     A_ACCEPT,
@@ -112,6 +112,7 @@ from qhil.kernels.persistent._judge import (
     ST_CUR_SHOT,
     ST_LEN,
     ST_M,
+    ST_STREAM,
     crc_share,
     frame_reason,
     judge,
@@ -128,6 +129,56 @@ __all__ = ["COUNTER_NAMES", "KERNEL_SIGNATURE", "N_COUNTERS", "streaming_kernel"
 
 _BAD_LENGTH = int(Reason.BAD_LENGTH)
 _DECODED, _INCOMPLETE = int(CorrectionStatus.DECODED), int(CorrectionStatus.INCOMPLETE)
+
+
+@inline_device(types.int64)
+def take_packet(ctrl, in_seq, in_hdr, in_data, pkt, sh, st, crc_acc, crc_tab, n, tid, nth):  # type: ignore[no-untyped-def]
+    """Block, steps 1-3: wait for packet ``n`` (thread 0; shutdown honoured on every poll),
+    stage its slot in shared ``pkt``, hand the slot back, then the frame checks (thread 0)
+    and the CRC (the block, into ``crc_acc[0]``). Returns -1 on shutdown, else 1."""
+    slot = n & (in_seq.shape[0] - 1)
+    width = in_data.shape[1]
+    if width > MAX_PACKET:
+        width = MAX_PACKET
+    if tid == 0:
+        sh[S_GO], st[ST_BEAT] = await_flag(ctrl, in_seq, slot, n + 1, st[ST_BEAT])
+        cuda.threadfence_system()  # the slot reads below stay after the flag read
+        ln = in_hdr[slot, H_LENGTH]  # read alongside the bytes: one PCIe round trip, not two
+        bad = ln < 0 or ln > width  # a producer bug; never trusted
+        sh[S_LEN], sh[S_REASON] = (0, _BAD_LENGTH) if bad else (ln, 0)
+    cuda.syncthreads()
+    if sh[S_GO] < 0:
+        return np.int64(-1)
+    for i in range(tid, width, nth):
+        pkt[i] = in_data[slot, i]
+    cuda.threadfence_system()  # this thread's slot reads are complete
+    cuda.syncthreads()
+    if tid == 0:  # the slot goes back to the producer before any compute
+        flag_store(ctrl, W_IN_DONE, n + 1)
+        sh[S_REASON], sh[S_SIZE] = frame_reason(pkt, sh[S_LEN], sh[S_REASON])
+        crc_acc[0] = 0
+    cuda.syncthreads()
+    if sh[S_REASON] == 0:
+        cuda.atomic.xor(crc_acc, 0, crc_share(pkt, crc_tab, sh[S_SIZE] - CRC_SIZE, tid, nth))
+    cuda.syncthreads()
+    return np.int64(1)
+
+
+@inline_device(types.int64)
+def emit_shot(out_seq, out_hdr, out_obs, st, obs_acc, cnt, status, ncorr, counter, tid):  # type: ignore[no-untyped-def]
+    """Block: the open shot's record with ``status`` (DECODED: ``ncorr`` and ``pre_L``;
+    else 0 and zeros), published once every thread's residual stores are visible;
+    counted under ``counter``."""
+    cuda.threadfence_system()  # every thread's residual stores reach the host first
+    cuda.syncthreads()
+    if tid == 0:
+        decoded = status == _DECODED
+        write_record(out_hdr, out_obs, st, obs_acc, status, ncorr if decoded else 0, decoded,
+                     st[ST_STREAM])  # fmt: skip
+        cuda.threadfence_system()
+        publish_record(out_seq, st)
+        cnt[counter] += 1
+    return np.int64(0)
 
 
 @cuda.jit
@@ -151,54 +202,28 @@ def streaming_kernel(
     cnt = cuda.shared.array(N_COUNTERS, dtype=np.int64)  # thread 0's counters
     obs_acc = cuda.shared.array(MAX_OBS, dtype=np.uint8)
     st = cuda.local.array(ST_LEN, dtype=np.int64)  # thread 0's state
-    n_slots, width = in_seq.shape[0], in_data.shape[1]
-    if width > MAX_PACKET:
-        width = MAX_PACKET
-    stream_id = dims[D_STREAM]
+    n_slots, t_n = in_seq.shape[0], dims[D_T]
     if tid == 0:
-        start_state(st, cnt)
+        start_state(st, cnt, dims[D_STREAM])
         flag_store(ctrl, W_STATE, STATE_RUNNING)
     n = np.int64(0)
     while True:
-        slot = n & (n_slots - 1)
-        if tid == 0:  # 1. wait for packet n; shutdown is honoured on every poll
-            sh[S_GO], st[ST_BEAT] = await_flag(ctrl, in_seq, slot, n + 1, st[ST_BEAT])
-            cuda.threadfence_system()  # the slot reads below stay after the flag read
-            ln = in_hdr[slot, H_LENGTH]  # 2. read alongside the bytes: one PCIe round trip
-            bad = ln < 0 or ln > width  # a producer bug; never trusted
-            sh[S_LEN], sh[S_REASON] = (0, _BAD_LENGTH) if bad else (ln, 0)
-        cuda.syncthreads()
-        if sh[S_GO] < 0:
+        # 1-3. wait for packet n, stage it, hand the slot back, frame checks and CRC
+        if take_packet(ctrl, in_seq, in_hdr, in_data, pkt, sh, st, crc_acc, crc_tab, n, tid,
+                       nth) < 0:  # fmt: skip
             break
-        for i in range(tid, width, nth):
-            pkt[i] = in_data[slot, i]
-        cuda.threadfence_system()  # this thread's slot reads are complete
-        cuda.syncthreads()
-        if tid == 0:  # 3. hand the slot back, then the frame checks and the CRC
-            flag_store(ctrl, W_IN_DONE, n + 1)
-            sh[S_REASON], sh[S_SIZE] = frame_reason(pkt, sh[S_LEN], sh[S_REASON])
-            crc_acc[0] = 0
-        cuda.syncthreads()
-        if sh[S_REASON] == 0:
-            cuda.atomic.xor(crc_acc, 0, crc_share(pkt, crc_tab, sh[S_SIZE] - CRC_SIZE, tid, nth))
-        cuda.syncthreads()
         if tid == 0:  # 4. judge it against the stream and the open shot
             sh[S_ACT] = 0
             if sh[S_REASON] != 0:
                 cnt[sh[S_REASON]] += 1
             else:
                 sh[S_ACT], sh[S_ROUND] = judge(pkt, st, cnt, n_bits, sh[S_SIZE], crc_acc[0],
-                                               crc_zero, stream_id, dims[D_T])  # fmt: skip
+                                               crc_zero, t_n)  # fmt: skip
         cuda.syncthreads()
         acts = sh[S_ACT]
         if acts & A_ABANDON:  # 5. abandon the open shot: its record, INCOMPLETE
-            cuda.threadfence_system()  # every thread's residual stores for it come first
-            cuda.syncthreads()
-            if tid == 0:
-                write_record(out_hdr, out_obs, st, obs_acc, _INCOMPLETE, 0, False, stream_id)
-                cuda.threadfence_system()
-                publish_record(out_seq, st)
-                cnt[C_INCOMPLETE] += 1
+            emit_shot(out_seq, out_hdr, out_obs, st, obs_acc, cnt, _INCOMPLETE, 0, C_INCOMPLETE,
+                      tid)  # fmt: skip
         if acts & A_OPEN:  # 6. open a shot once the host has consumed record m - n_slots
             if tid == 0:
                 status, st[ST_BEAT] = await_flag(ctrl, ctrl, W_OUT_DONE, st[ST_M] + 1 - n_slots,
@@ -214,15 +239,9 @@ def streaming_kernel(
                          det_src, obs_ptr, obs_src, dets, act, e_buf, tid, nth)  # fmt: skip
             if tid == 0:
                 took_round(st, cnt, sh[S_ROUND])
-            if sh[S_ROUND] == dims[D_T] - 1:  # 8. the shot is complete: its record, DECODED
-                cuda.threadfence_system()  # this thread's residual stores reach the host first
-                cuda.syncthreads()
-                if tid == 0:
-                    write_record(out_hdr, out_obs, st, obs_acc, _DECODED, sh[S_NCORR], True,
-                                 stream_id)  # fmt: skip
-                    cuda.threadfence_system()
-                    publish_record(out_seq, st)
-                    cnt[C_DECODED] += 1
+            if sh[S_ROUND] == t_n - 1:  # 8. the shot is complete: its record, DECODED
+                emit_shot(out_seq, out_hdr, out_obs, st, obs_acc, cnt, _DECODED, sh[S_NCORR],
+                          C_DECODED, tid)  # fmt: skip
         if tid == 0:  # 9. the counters
             cnt[C_PACKETS] += 1
             store_counters(ctrl, cnt)
@@ -232,7 +251,7 @@ def streaming_kernel(
     cuda.syncthreads()
     if tid == 0:
         if st[ST_CUR_SHOT] >= 0:
-            write_record(out_hdr, out_obs, st, obs_acc, _INCOMPLETE, 0, False, stream_id)
+            write_record(out_hdr, out_obs, st, obs_acc, _INCOMPLETE, 0, False, st[ST_STREAM])
             cuda.threadfence_system()
             publish_record(out_seq, st)
             cnt[C_INCOMPLETE] += 1

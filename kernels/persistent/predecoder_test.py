@@ -187,6 +187,7 @@ def test_streaming_kernel_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
     assert r["ld_acquire_sys"] > 0 and r["st_release_sys"] > 0  # the flag protocol
     assert r["membar_sys"] > 0  # cuda.threadfence_system()
     assert r["atom_xor"] > 0  # the parallel CRC's reduction
+    assert r["calls"] == 0  # every inline_device step is compiled into the kernel
     ptxas = shutil.which("ptxas")
     if ptxas is None:
         pytest.skip("PTX generated; ptxas (CUDA toolkit) not found to assemble it for sm_90")
@@ -488,6 +489,7 @@ def _ptx(path: str) -> dict[str, Any]:
         "st_release_sys": ptx.count("st.release.sys"),
         "membar_sys": ptx.count("membar.sys") + ptx.count("fence.sc.sys"),
         "atom_xor": ptx.count("atom.shared.xor") + ptx.count("atom.xor"),
+        "calls": ptx.count("call.uni") + ptx.count("\tcall "),
     }
 
 
