@@ -27,7 +27,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from qhil.kernels.persistent._pipeline import PersistentPreDecodedMatching, persistent_available
+from qhil.kernels.persistent._available import persistent_available
+from qhil.kernels.persistent._pipeline import PersistentPreDecodedMatching
 
 _LAZY = {
     "COUNTER_NAMES": "_kernel",
