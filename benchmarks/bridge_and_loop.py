@@ -37,13 +37,24 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"## Bridge alone: round trip of one {b['packet_bytes']}-byte packet between two processes",
         "",
         f"{b['packets']:,} round trips after warm-up (ping on one link, echo on the other).",
+        "The floor, measured in the same run, is a compiled ping-pong between two processes",
+        f"through one cache line each way ({b['floor']['detail']}); each transport's",
+        "percentiles are also given as a ratio to the floor's.",
         "",
-        "| transport | p50 µs | p99 µs | p99.9 µs | max µs |",
-        "|---|---|---|---|---|",
+        "| transport | p50 µs | p99 µs | p99.9 µs | max µs | × floor p50 / p99 / p99.9 |",
+        "|---|---|---|---|---|---|",
     ]
+    fl = b["floor"]["round_trip_us"]
+    lines.append(
+        f"| floor (compiled ping-pong) | {fl['p50']:.2f} | {fl['p99']:.2f} | {fl['p999']:.2f} | "
+        f"{fl['max']:.2f} | 1 |"
+    )
     for name, p in b["round_trip_us"].items():
+        r = b["ratio_to_floor"][name]
+        times = " / ".join(f"{r[k]:.0f}" for k in ("p50", "p99", "p999"))
         lines.append(
-            f"| {name} | {_f(p['p50'])} | {_f(p['p99'])} | {_f(p['p999'])} | {_f(p['max'])} |"
+            f"| {name} | {_f(p['p50'])} | {_f(p['p99'])} | {_f(p['p999'])} | {_f(p['max'])} "
+            f"| {times} |"
         )
     lines += [
         "",

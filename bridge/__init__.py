@@ -9,6 +9,8 @@
   ``CurveKeys`` for CURVE authentication over tcp://), and the
   ``FaultInjector`` used by the end-to-end tests; ``open_bridge(BridgeSpec(...))``
   opens either side of one by name.
+- ``floor_round_trips``: the physical floor of any two-process transport here (a
+  compiled ping-pong), which the bridge benchmark reports every transport against.
 - ``njit_cached``: how every qhil CPU kernel is compiled, with numba's cache in
   ``cache_dir()`` (``$QHIL_CACHE_DIR`` or the user cache folder), never in the
   installed package; ``kernel_cache_report()`` says what was compiled or loaded.
@@ -22,6 +24,7 @@ from qhil.bridge._control import Refusal, layout_fingerprint
 from qhil.bridge._curve import CurveKeys, generate_keys
 from qhil.bridge._faults import KINDS as FAULT_KINDS
 from qhil.bridge._faults import FaultInjector, InjectedFault
+from qhil.bridge._floor import FLOOR_METHODS, Floor, floor_round_trips
 from qhil.bridge._hostile import HOSTILE_KINDS, hostile_messages
 from qhil.bridge._jit import (
     KernelCacheReport,
@@ -98,6 +101,7 @@ __all__ = [
     "FLAG_END_OF_STREAM",
     "FLAG_FIRST_ROUND",
     "FLAG_LAST_ROUND",
+    "FLOOR_METHODS",
     "HOSTILE_KINDS",
     "MAGIC_AT",
     "SYNDROME_HEADER_SIZE",
@@ -118,6 +122,7 @@ __all__ = [
     "CorrectionStatus",
     "CurveKeys",
     "FaultInjector",
+    "Floor",
     "InjectedFault",
     "KernelCacheReport",
     "PacketError",
@@ -135,6 +140,7 @@ __all__ = [
     "cache_dir",
     "check_server_endpoint",
     "correction_size",
+    "floor_round_trips",
     "generate_keys",
     "hostile_messages",
     "is_loopback",

@@ -3,6 +3,9 @@
 - ``bridge``: round trip of one packet between two processes (ping on one
   link, the peer echoes on the other), for the shared-memory ring and ZeroMQ
   over ipc:// and tcp://127.0.0.1. Warm-up first, then one sample per packet.
+  The same run measures the floor (``qhil.bridge.floor_round_trips``: a compiled
+  ping-pong through one cache line each way) and reports each transport as a
+  ratio to it.
 - ``loop``: the closed loop (cycle model, shm bridge, PyMatching) at several
   distances with rounds = d, reporting reaction latency and how it splits into
   transport and decoding.
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from qhil.bridge import BridgeSpec, TransportClosed, open_bridge, packet_buffers
+from qhil.bridge import BridgeSpec, TransportClosed, floor_round_trips, open_bridge, packet_buffers
 from qhil.host._config import RunConfig
 from qhil.host._report import machine_description
 from qhil.host._stats import Percentiles
@@ -74,7 +77,10 @@ def _round_trips(spec: BridgeSpec, *, packets: int, warmup: int) -> np.ndarray:
 
 
 def bench_bridge(*, packets: int = 20_000, warmup: int = 2_000) -> dict[str, Any]:
-    """Packet round trip (ping + echo) per transport, in microseconds."""
+    """Packet round trip (ping + echo) per transport, in microseconds, and each
+    percentile as a ratio to the compiled ping-pong floor measured in the same run."""
+    floor = floor_round_trips(packets, warmup=warmup)
+    floor_us = Percentiles.of(floor.round_trip_ns).scaled(1e-3).__dict__
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         specs = {
@@ -85,11 +91,17 @@ def bench_bridge(*, packets: int = 20_000, warmup: int = 2_000) -> dict[str, Any
         for label, spec in specs.items():
             rtt = _round_trips(spec, packets=packets, warmup=warmup)
             results[label] = Percentiles.of(rtt).scaled(1e-3).__dict__
+    ratios = {
+        label: {k: p[k] / floor_us[k] for k in ("p50", "p99", "p999") if floor_us[k] > 0}
+        for label, p in results.items()
+    }
     return {
         "machine": machine_description(),
         "packet_bytes": _PACKET,
         "packets": packets,
+        "floor": {"method": floor.method, "detail": floor.detail, "round_trip_us": floor_us},
         "round_trip_us": results,
+        "ratio_to_floor": ratios,
     }
 
 
