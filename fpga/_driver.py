@@ -37,13 +37,10 @@ bitstream is named, and otherwise the model, saying why (a logged warning and
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
 import numpy as np
 import stim
@@ -52,8 +49,14 @@ from qhil.bridge import syndrome_size
 from qhil.fpga._board import find_board
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_model import HEADER_END_OF_STREAM, HEADER_LAST_ROUND, FrontEndTwin
-from qhil.fpga._driver_program import ProgramManifest, manifest_path
+from qhil.fpga._driver_backend import Backend, open_backend
+from qhil.fpga._driver_buffers import (
+    ReplayBuffer,
+    check_syndrome_buffers,
+    lay_out_replay,
+    replay_rows,
+)
+from qhil.fpga._driver_model import HEADER_END_OF_STREAM
 from qhil.fpga._driver_regs import RegisterBlock, frontend_registers
 from qhil.fpga._regmap import CTRL_BITS, REGISTERS, STATUS_BITS
 
@@ -85,71 +88,6 @@ class FrontEndTimeout(TimeoutError):
     def __init__(self, message: str, rounds_sent: int = 0) -> None:
         super().__init__(message)
         self.rounds_sent = rounds_sent
-
-
-class _Backend(Protocol):
-    target: str
-    description: str
-
-    def read(self, offset: int) -> int: ...
-    def write(self, offset: int, value: int) -> None: ...
-    def allocate(self, shape: tuple[int, ...], dtype: type) -> np.ndarray: ...
-    def send_round(self, buf: np.ndarray, start: int, nbytes: int, timeout_s: float) -> bool: ...
-    def recv_packet(self, out: np.ndarray, timeout_s: float) -> int: ...
-    def send_packet(self, packet: np.ndarray, timeout_s: float) -> bool: ...
-    def dma_status(self) -> dict[str, dict[str, bool]]: ...
-    def close(self) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayBuffer:
-    """Measurement records laid out for the measurement-replay DMA, one row per round.
-
-    Attributes:
-        beats: uint64[shots * num_rounds, 1 + meas_beats], C-contiguous. Row
-            ``s * num_rounds + t`` is round ``t`` of shot ``s``, sent as one DMA
-            transfer (the DMA marks its last beat ``tlast``):
-
-            - ``beats[row, 0]``, the header beat that ``qhil_replay_adapter``
-              turns into ``s_axis_meas_tuser``: bit 0 LAST_ROUND (set on each
-              shot's last round), bit 1 END_OF_STREAM (never set here; see
-              ``FrontEnd.send_end_of_stream``), other bits 0.
-            - ``beats[row, 1:]``, the round's measurements: result ``j`` (stim's
-              order within the round) is bit ``j % 64`` of ``beats[row, 1 + j // 64]``,
-              LSB-first and little-endian, as ``s_axis_meas_tdata`` carries
-              them. Unused bits are 0.
-
-            On a board this is a ``pynq.allocate`` buffer (physically
-            contiguous, DMA-able); off it, a NumPy array.
-        round_nbytes: bytes sent for round ``t``: ``8 * (1 + ceil(n_meas[t] / 64))``.
-        shots: shots held.
-    """
-
-    beats: np.ndarray
-    round_nbytes: tuple[int, ...]
-    shots: int
-
-    def __post_init__(self) -> None:
-        b = self.beats
-        rows = self.shots * len(self.round_nbytes)
-        if b.dtype != np.uint64 or b.ndim != 2 or not b.flags.c_contiguous or b.shape[0] != rows:
-            raise ValueError(
-                f"beats must be uint64[{rows}, beats_per_round] C-contiguous; got {b.dtype} "
-                f"{b.shape}; build it with FrontEnd.replay_buffer(measurements)"
-            )
-        if any(n % 8 or not 16 <= n <= 8 * b.shape[1] for n in self.round_nbytes):
-            raise ValueError(f"round_nbytes {self.round_nbytes} must be whole beats within a row")
-
-    @property
-    def rounds(self) -> int:
-        return int(self.beats.shape[0])
-
-    def shot_rounds(self, shot: int) -> tuple[int, int]:
-        """``(start_round, stop_round)`` of one shot, for ``send_measurements``."""
-        if not 0 <= shot < self.shots:
-            raise IndexError(f"shot {shot} is not in this buffer's 0..{self.shots - 1}")
-        n = len(self.round_nbytes)
-        return shot * n, (shot + 1) * n
 
 
 def _check_bitstream(path: Path) -> Path:
@@ -220,7 +158,7 @@ class FrontEnd:
 
     def __init__(
         self,
-        backend: _Backend,
+        backend: Backend,
         program: DetectorProgram,
         num_observables: int,
         *,
@@ -276,26 +214,18 @@ class FrontEnd:
             raise ValueError(f"timeout_s must be >= 0; got {timeout_s!r}")
         use, why, path = _resolve(target, bitstream)
         program = DetectorProgram.from_circuit(circuit)
-        backend: _Backend
-        if use == "board":
-            assert path is not None
-            if check_program:
-                ProgramManifest.load(manifest_path(path)).check(circuit)
-            from qhil.fpga._pynq_backend import PynqBackend
-
-            backend = PynqBackend.open(
-                path,
-                board=why,
-                ip_name=ip_name,
-                syndrome_bytes=syndrome_size(max(program.bits_per_round)),
-                download=download,
-            )
-        else:
-            if target == "auto":
-                _log.warning("qhil.fpga: using the cycle model: %s", why)
-            backend = FrontEndTwin(
-                program, circuit.num_observables, reason=why, fifo_packets=fifo_packets
-            )
+        if use == "model" and target == "auto":
+            _log.warning("qhil.fpga: using the cycle model: %s", why)
+        backend = open_backend(
+            circuit,
+            program,
+            bitstream=path,
+            why=why,
+            ip_name=ip_name,
+            fifo_packets=fifo_packets,
+            check_program=check_program,
+            download=download,
+        )
         fe = cls(backend, program, circuit.num_observables, timeout_s=timeout_s)
         if config is not None:
             fe.configure(config)
@@ -366,29 +296,7 @@ class FrontEnd:
         Args:
             measurements: bool or 0/1 uint8 [shots, num_measurements], stim's order.
         """
-        prog = self.program
-        n_meas = int(prog.meas_offsets[-1])
-        m = np.asarray(measurements)
-        if m.ndim != 2 or m.shape[1] != n_meas or m.dtype not in (np.bool_, np.uint8):
-            raise ValueError(
-                f"measurements must be bool/uint8[shots, {n_meas}] (the circuit's measurement "
-                f"record); got {m.dtype} {m.shape}"
-            )
-        if sys.byteorder != "little":
-            raise RuntimeError("the replay layout assumes a little-endian host (ARM, x86)")
-        meas_beats = [max(1, -(-int(n) // 64)) for n in np.diff(prog.meas_offsets)]
-        width = 1 + max(meas_beats)
-        shots, rounds = m.shape[0], prog.num_rounds
-        beats = self._backend.allocate((shots * rounds, width), np.uint64)
-        beats[:] = 0
-        beats.reshape(shots, rounds, width)[:, -1, 0] = HEADER_LAST_ROUND
-        as_bytes = beats.view(np.uint8).reshape(shots, rounds, 8 * width)
-        for t in range(rounds):
-            lo, hi = int(prog.meas_offsets[t]), int(prog.meas_offsets[t + 1])
-            packed = np.packbits(m[:, lo:hi].astype(np.bool_), axis=1, bitorder="little")
-            as_bytes[:, t, 8 : 8 + packed.shape[1]] = packed
-        nbytes = tuple(8 * (1 + n) for n in meas_beats)
-        return ReplayBuffer(beats=beats, round_nbytes=nbytes, shots=shots)
+        return lay_out_replay(self.program, measurements, self._backend.allocate)
 
     def send_measurements(
         self,
@@ -412,23 +320,13 @@ class FrontEnd:
             if isinstance(measurements, ReplayBuffer)
             else self.replay_buffer(measurements)
         )
-        if len(replay.round_nbytes) != self.program.num_rounds:
-            raise ValueError(
-                f"the replay buffer has {len(replay.round_nbytes)} rounds per shot but the "
-                f"circuit has {self.program.num_rounds}; build it with this FrontEnd"
-            )
-        stop = replay.rounds if stop_round is None else stop_round
-        if not 0 <= start_round <= stop <= replay.rounds:
-            raise ValueError(
-                f"need 0 <= start_round <= stop_round <= {replay.rounds}; "
-                f"got start_round={start_round}, stop_round={stop_round}"
-            )
+        rows = replay_rows(replay, self.program.num_rounds, start_round, stop_round)
         if not self.status()["RUNNING"]:
             raise RuntimeError("the front end is stopped (CTRL.ENABLE = 0); call start() first")
         wait = self.timeout_s if timeout_s is None else timeout_s
         row = replay.beats.shape[1] * 8
         rounds = self.program.num_rounds
-        for i in range(start_round, stop):
+        for i in rows:
             t = i % rounds
             if not self._backend.send_round(replay.beats, i * row, replay.round_nbytes[t], wait):
                 raise FrontEndTimeout(
@@ -438,7 +336,7 @@ class FrontEnd:
                     "syndromes with recv_syndromes() and resume with start_round=e.rounds_sent",
                     rounds_sent=i,
                 )
-        return stop - start_round
+        return len(rows)
 
     def send_end_of_stream(self, *, timeout_s: float | None = None) -> None:
         """Ask the IP for its end-of-stream packet (after every round before it): a
@@ -466,21 +364,7 @@ class FrontEnd:
         fe.max_packet)``); row i gets packet i in ``out[i, :lengths[i]]``. Returns
         the count, 0 if none came.
         """
-        ok = (
-            isinstance(out, np.ndarray)
-            and out.dtype == np.uint8
-            and out.ndim == 2
-            and out.shape[1] >= self.max_packet
-            and out.flags.c_contiguous
-            and isinstance(lengths, np.ndarray)
-            and lengths.dtype == np.uint32
-            and lengths.shape == (out.shape[0],)
-        )
-        if not ok:
-            raise ValueError(
-                f"out must be uint8[n_max, >={self.max_packet}] and lengths uint32[n_max], "
-                f"C-contiguous; allocate them with packet_buffers(n_max, fe.max_packet)"
-            )
+        check_syndrome_buffers(out, lengths, self.max_packet)
         wait = self.timeout_s if timeout_s is None else timeout_s
         n = 0
         while n < out.shape[0]:
