@@ -60,9 +60,10 @@ from gpu_common import (
     gpu_description,
     gpu_unavailable_reason,
 )
-from gpu_kernels import bench_bridge_loopback, bench_inference, bench_sustained
+from gpu_kernels import bench_bridge_loopback, bench_inference
 from gpu_loop import bench_loop, bench_streaming
 from gpu_report import render_markdown
+from gpu_sustained import bench_sustained
 
 __all__ = [
     "bench_bridge_loopback",

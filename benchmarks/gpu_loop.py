@@ -39,8 +39,6 @@ def bench_streaming(
 
     shots = shots or {13: 2000, 104: 300}
     m = resolve_model(model)
-    clock = time.perf_counter_ns
-    period_ns = round_period_s * 1e9
     rows: list[dict[str, Any]] = []
     for i, rounds in enumerate(rounds_list):
         row: dict[str, Any] = {"rounds": rounds, "shots_planned": shots.get(rounds, 100)}
@@ -56,57 +54,72 @@ def bench_streaming(
         dem = circuit.detector_error_model(decompose_errors=True)
         matching = pymatching.Matching.from_detector_error_model(dem)
         t_n = rounds + 1
-        reaction, tail, match, interval, full = [], [], [], [], 0
-        errors = incomplete = processed = 0
         pd = PersistentPreDecoder.start(geometry, m, n_slots=n_slots, threads=threads,
                                         watchdog_s=watchdog_s)  # fmt: skip
         try:
-            for s in range(len(dets)):
-                if s >= 3 and time.monotonic() > cap_end:
-                    break
-                batch = pd.rounds_of(s, dets[s])
-                t0 = clock()
-                for k in range(t_n):  # one packet per round clock tick
-                    due = t0 + int(k * period_ns)
-                    while clock() < due:
-                        pass
-                    while pd.push(batch, k, k + 1) == k:
-                        full += 1  # the input ring is full: the front end would drop it
-                t_last = clock()
-                (r,) = _wait_result(pd, f"shot {s}")
-                t_res = clock()
-                pred = r.obs_flip ^ np.asarray(matching.decode(r.residual), dtype=bool)
-                t_done = clock()
-                if s >= 3:  # warm-up
-                    reaction.append(t_done - t_last)
-                    tail.append(t_res - t_last)
-                    match.append(t_done - t_res)
-                    interval.append((t_last - t0) / (t_n - 1))
-                errors += bool((pred != sample.observables[s]).any())
-                incomplete += not r.decoded
-                processed += 1
+            row.update(
+                _stream_shots(pd, dets, sample.observables, matching, t_n, round_period_s, cap_end)
+            )
         finally:
             report = pd.stop(timeout_s=5.0)
             if not report.exited:
                 _LEFT_RUNNING.append("PersistentPreDecoder kernel (streaming)")
-        row.update(
-            {
-                "shots_decoded": processed,
-                "shots_timed": len(reaction),
-                "incomplete": incomplete,
-                "ler": errors / max(1, processed),
-                "round_period_us": round_period_s * 1e6,
-                "achieved_round_interval_us": _pct_us(np.array(interval, dtype=np.int64)),
-                "reaction_us": _pct_us(np.array(reaction, dtype=np.int64)),
-                "kernel_tail_us": _pct_us(np.array(tail, dtype=np.int64)),
-                "pymatching_us": _pct_us(np.array(match, dtype=np.int64)),
-                "ring_full_spins": full,
-                "kernel_exited": report.exited,
-                "counters": report.counters,
-            }
-        )
+        row.update({"kernel_exited": report.exited, "counters": report.counters})
         rows.append(row)
     return rows
+
+
+def _stream_shots(
+    pd: Any,
+    dets: np.ndarray,
+    observables: np.ndarray,
+    matching: Any,
+    t_n: int,
+    round_period_s: float,
+    cap_end: float,
+) -> dict[str, Any]:
+    """Each shot's ``t_n`` packets pushed one per round clock tick (busy-waited), then its
+    result matched; reaction latency and logical errors over the shots."""
+    clock = time.perf_counter_ns
+    period_ns = round_period_s * 1e9
+    reaction, tail, match, interval, full = [], [], [], [], 0
+    errors = incomplete = processed = 0
+    for s in range(len(dets)):
+        if s >= 3 and time.monotonic() > cap_end:
+            break
+        batch = pd.rounds_of(s, dets[s])
+        t0 = clock()
+        for k in range(t_n):  # one packet per round clock tick
+            due = t0 + int(k * period_ns)
+            while clock() < due:
+                pass
+            while pd.push(batch, k, k + 1) == k:
+                full += 1  # the input ring is full: the front end would drop it
+        t_last = clock()
+        (r,) = _wait_result(pd, f"shot {s}")
+        t_res = clock()
+        pred = r.obs_flip ^ np.asarray(matching.decode(r.residual), dtype=bool)
+        t_done = clock()
+        if s >= 3:  # warm-up
+            reaction.append(t_done - t_last)
+            tail.append(t_res - t_last)
+            match.append(t_done - t_res)
+            interval.append((t_last - t0) / (t_n - 1))
+        errors += bool((pred != observables[s]).any())
+        incomplete += not r.decoded
+        processed += 1
+    return {
+        "shots_decoded": processed,
+        "shots_timed": len(reaction),
+        "incomplete": incomplete,
+        "ler": errors / max(1, processed),
+        "round_period_us": round_period_s * 1e6,
+        "achieved_round_interval_us": _pct_us(np.array(interval, dtype=np.int64)),
+        "reaction_us": _pct_us(np.array(reaction, dtype=np.int64)),
+        "kernel_tail_us": _pct_us(np.array(tail, dtype=np.int64)),
+        "pymatching_us": _pct_us(np.array(match, dtype=np.int64)),
+        "ring_full_spins": full,
+    }
 
 
 def _request_clean_stop() -> bool:
@@ -183,41 +196,70 @@ def bench_loop(
             runs.append(row)
             continue
         cap = remaining / (len(plan) - i)
-        overrides: dict[str, Any] = {
-            "experiment.distance": distance,
-            "experiment.rounds": rounds,
-            "experiment.shots": n_shots,
-            "experiment.p": p,
-            "decoder.name": decoder,
-        }
-        if decoder == "predecoder":
-            overrides["decoder.backend"] = backend
-        t0 = time.monotonic()
-        try:
-            report, capped = _run_capped(RunConfig().with_overrides(overrides), cap)
-        except Exception as ex:
-            row["error"] = f"{type(ex).__name__}: {_one_line(str(ex))[:500]}"
-            runs.append(row)
-            continue
-        row.update(
-            {
-                "wall_s": time.monotonic() - t0,
-                "cap_s": cap,
-                "stopped_at_cap": capped,
-                "aborted": report.aborted,
-                "shots_decoded": report.shots_decoded,
-                "rounds_lost": sum(report.rounds_lost.values()),
-                "ler": report.logical_error_rate,
-                "latency_us": dataclasses.asdict(report.latency_us),
-                "decode_us_per_shot": dataclasses.asdict(report.decode_us_per_shot),
-                "service_us": dataclasses.asdict(report.service_us),
-                "rounds_per_s": report.rounds_per_s,
-                "budget_us": report.budget_us,
-                "budget_miss_fraction": report.budget_miss_fraction,
-                "notes": list(report.notes),
-            }
-        )
+        row.update(_loop_run(RunConfig, distance, p, rounds, n_shots, decoder, backend, cap))
         runs.append(row)
+    out = {
+        "distance": distance,
+        "p": p,
+        "noise": f"stim-depolarizing p={p}",
+        "mode": "lockstep, 1 shot in flight, shm bridge",
+        "runs": runs,
+        "predecoder_over_pymatching": _latency_ratios(runs, rounds_list),
+    }
+    if streaming is not None:
+        out["streaming"] = bench_streaming(
+            deadline=deadline, distance=distance, p=p, rounds_list=rounds_list, **streaming
+        )
+    return out
+
+
+def _loop_run(
+    run_config: Any,
+    distance: int,
+    p: float,
+    rounds: int,
+    n_shots: int,
+    decoder: str,
+    backend: str,
+    cap: float,
+) -> dict[str, Any]:
+    """One ``run_loop`` run of ``run_config()`` with these settings, stopped cleanly after
+    ``cap`` s: its report's figures, or its error (one line). The caller imports
+    ``RunConfig``: that import is slow, and must not eat into a run's cap."""
+    overrides: dict[str, Any] = {
+        "experiment.distance": distance,
+        "experiment.rounds": rounds,
+        "experiment.shots": n_shots,
+        "experiment.p": p,
+        "decoder.name": decoder,
+    }
+    if decoder == "predecoder":
+        overrides["decoder.backend"] = backend
+    t0 = time.monotonic()
+    try:
+        report, capped = _run_capped(run_config().with_overrides(overrides), cap)
+    except Exception as ex:
+        return {"error": f"{type(ex).__name__}: {_one_line(str(ex))[:500]}"}
+    return {
+        "wall_s": time.monotonic() - t0,
+        "cap_s": cap,
+        "stopped_at_cap": capped,
+        "aborted": report.aborted,
+        "shots_decoded": report.shots_decoded,
+        "rounds_lost": sum(report.rounds_lost.values()),
+        "ler": report.logical_error_rate,
+        "latency_us": dataclasses.asdict(report.latency_us),
+        "decode_us_per_shot": dataclasses.asdict(report.decode_us_per_shot),
+        "service_us": dataclasses.asdict(report.service_us),
+        "rounds_per_s": report.rounds_per_s,
+        "budget_us": report.budget_us,
+        "budget_miss_fraction": report.budget_miss_fraction,
+        "notes": list(report.notes),
+    }
+
+
+def _latency_ratios(runs: list[dict[str, Any]], rounds_list: Sequence[int]) -> list[dict[str, Any]]:
+    """Pre-decoder over PyMatching-alone latency percentiles, per rounds that has both runs."""
     ratios = []
     for rounds in rounds_list:
         by = {r["decoder"]: r for r in runs if r["rounds"] == rounds and "latency_us" in r}
@@ -234,16 +276,4 @@ def bench_loop(
                     },
                 }
             )
-    out = {
-        "distance": distance,
-        "p": p,
-        "noise": f"stim-depolarizing p={p}",
-        "mode": "lockstep, 1 shot in flight, shm bridge",
-        "runs": runs,
-        "predecoder_over_pymatching": ratios,
-    }
-    if streaming is not None:
-        out["streaming"] = bench_streaming(
-            deadline=deadline, distance=distance, p=p, rounds_list=rounds_list, **streaming
-        )
-    return out
+    return ratios
