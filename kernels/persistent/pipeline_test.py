@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,36 +88,42 @@ def _circuit(distance: int = 3, rounds: int = 2) -> Any:
 
 
 def _sim(tmp: str) -> dict[str, Any]:
-    import dataclasses
-    from pathlib import Path
-
-    import numpy as np
-
-    from qhil.bridge import STATE_EXITED
+    """Batch decoding, then close, then a stall, each on its own kernel (12 shots, d=3)."""
     from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._pipeline import PreDecodedMatching
-    from qhil.kernels.persistent import PersistentPreDecodedMatching
 
     path = Path(tmp) / "tiny.npz"
     QuantizedModel.random(widths=(4, 4, 4), kernel=3, seed=1).save(path)
     circuit = _circuit()
-    shots = 12
-    dets = circuit.compile_detector_sampler(seed=3).sample(shots)
+    dets = circuit.compile_detector_sampler(seed=3).sample(12)
     dets[0] = False
     dets[1] = True
+    decode, dec, rep = _sim_decode(circuit, path, dets)
+    return {
+        "decode": decode,
+        "close": _sim_close(dec, rep, circuit, path, dets),
+        "stall": _sim_stall(circuit, path, dets),
+    }
+
+
+def _sim_decode(circuit: Any, path: Path, dets: Any) -> tuple[dict[str, Any], Any, Any]:
+    """``decode_batch`` twice through 4 slots against ``PreDecodedMatching`` on numpy,
+    and an empty batch; then the decoder closed. The findings, the decoder, its report."""
+    import numpy as np
+
+    from qhil.kernels._pipeline import PreDecodedMatching
+    from qhil.kernels.persistent import PersistentPreDecodedMatching
+
     cpu = PreDecodedMatching.from_circuit(circuit, model=path, backend="numpy")
     want = cpu.decode_batch(dets)
-    out: dict[str, Any] = {}
-
     dec = PersistentPreDecodedMatching.from_circuit(circuit, model=path, watchdog_s=10.0, n_slots=4)
     try:
         got = dec.decode_batch(dets)
         got2 = dec.decode_batch(dets[::-1].astype(np.uint8))
         empty = dec.decode_batch(dets[:0])
-        out["decode"] = {
+        decode = {
             "decoder": {"name": dec.name, "simulated": dec.simulated, "n_det": dec.num_detectors},
             "n_det": circuit.num_detectors,
-            "shots": shots,
+            "shots": len(dets),
             "shape": list(got.shape),
             "dtype": str(got.dtype),
             "equal": bool(np.array_equal(got, want)),
@@ -131,7 +138,18 @@ def _sim(tmp: str) -> dict[str, Any]:
         }
     finally:
         rep = dec.close(timeout_s=10.0)
-    out["decode"]["counters"] = rep.counters
+    decode["counters"] = rep.counters
+    return decode, dec, rep
+
+
+def _sim_close(dec: Any, rep: Any, circuit: Any, path: Path, dets: Any) -> dict[str, Any]:
+    """The closed decoder ``dec`` (closed with report ``rep``): its threads gone, a second
+    close the same, decoding refused; and a context manager's and a finalizer's kernels."""
+    import dataclasses
+
+    from qhil.bridge import STATE_EXITED
+    from qhil.kernels.persistent import PersistentPreDecodedMatching
+
     pd = dec.predecoder
     try:
         dec.decode_batch(dets)
@@ -147,7 +165,7 @@ def _sim(tmp: str) -> dict[str, Any]:
     pd3 = dec3.predecoder
     del dec3  # no cycles: collected at once, and its finalizer stops the kernel
     fin_exited = pd3.ring.state == STATE_EXITED and not _alive(pd3)
-    out["close"] = {
+    return {
         "report": dataclasses.asdict(rep),
         "launcher_alive": _alive(pd),
         "collector_alive": dec._s.thread is not None and dec._s.thread.is_alive(),
@@ -158,22 +176,28 @@ def _sim(tmp: str) -> dict[str, Any]:
         "finalizer_exited": fin_exited,
     }
 
+
+def _sim_stall(circuit: Any, path: Path, dets: Any) -> dict[str, Any]:
+    """A kernel made to stall mid-batch (watchdog 1 s): what ``decode_batch`` raised."""
+    from qhil.kernels.persistent import PersistentPreDecodedMatching
+
     dec = PersistentPreDecodedMatching.from_circuit(circuit, model=path, watchdog_s=1.0)
+    stall: dict[str, Any]
     try:
         dec.decode_batch(dets[:2])
         dec.predecoder._debug_stall(True)
         try:
             dec.decode_batch(dets)
-            out["stall"] = {"raised": None, "message": "", "cause": None}
+            stall = {"raised": None, "message": "", "cause": None}
         except Exception as ex:
-            out["stall"] = {
+            stall = {
                 "raised": type(ex).__name__,
                 "message": str(ex),
                 "cause": type(ex.__cause__).__name__,
             }
     finally:
-        out["stall"]["report_exited"] = dec.close(timeout_s=10.0).exited
-    return out
+        stall["report_exited"] = dec.close(timeout_s=10.0).exited
+    return stall
 
 
 def _alive(pd: Any) -> bool:
