@@ -496,10 +496,10 @@ def test_chunks_must_hold_the_promised_shots(
 
 
 def test_lag_histogram_is_bounded_and_close() -> None:
-    from qhil.fpga._cycle_model import _LagHistogram
+    from qhil.fpga._cycle_run import LagHistogram
 
     lags = np.random.default_rng(3).lognormal(mean=9.0, sigma=1.5, size=200_000).astype(np.int64)
-    hist = _LagHistogram()
+    hist = LagHistogram()
     for part in np.array_split(lags, 7):
         hist.add(part)
     size = hist.counts.nbytes
