@@ -43,7 +43,8 @@ from qhil.host._stats import LogHistogram
 
 if TYPE_CHECKING:
     from qhil.bridge import ZmqServer
-    from qhil.host._service import DecoderService, LiveRun
+    from qhil.host._service import DecoderService
+    from qhil.host._service_run import LiveRun
 
 __all__ = ["LATENCY_EDGES_NS", "METRIC_NAMES", "FrontEndSnapshot", "MetricsExporter"]
 

@@ -13,6 +13,9 @@ arriving; ready shots are then asked for by (stream, shot) with
 ``decode_streamed`` instead of ``decode_batch``, and shots given up are
 ``abandon``-ed. Every other decoder takes exactly the batch path above: no
 per-packet call is made for it.
+
+This module holds the loop itself, its configuration and its account of a run
+(``HostStats``); what it does with each batch is in ``_service_run``.
 """
 
 from __future__ import annotations
@@ -24,22 +27,13 @@ from collections.abc import Callable
 import numpy as np
 import stim
 
-from qhil.bridge import (
-    FLAG_END_OF_STREAM,
-    CorrectionStatus,
-    PacketReceiver,
-    PacketSender,
-    SessionEnded,
-    TransportClosed,
-    correction_size,
-    write_correction,
-)
+from qhil.bridge import PacketReceiver, PacketSender, SessionEnded, TransportClosed
 from qhil.fpga import DetectorProgram
-from qhil.host._assembler import ShotAssembler
-from qhil.host._decoders import Decoder, StreamingDecoder, make_decoder
-from qhil.host._stats import LogHistogram, Percentiles
+from qhil.host._decoders import Decoder, make_decoder
+from qhil.host._service_run import LiveRun, NullSender, ServiceRun
+from qhil.host._stats import Percentiles
 
-__all__ = ["DecoderService", "HostStats", "LiveRun", "ServiceConfig"]
+__all__ = ["DecoderService", "HostStats", "ServiceConfig"]
 
 _STOP_REASONS = ("end_of_stream", "shutdown", "transport_closed", "session_ended")
 
@@ -144,54 +138,6 @@ class HostStats:
             )
 
 
-class LiveRun:
-    """A read-only view of one running ``serve`` call, for a metrics exporter (a Prometheus
-    scrape) on another thread: ``DecoderService.live``.
-
-    Reads take no lock and the service thread keeps going meanwhile, so each value is
-    whole but two values read one after the other may be a batch apart (e.g.
-    ``shots_decoded`` ahead of ``service_ns.count``). Never mutate what it hands out:
-    ``service_ns`` and ``decode_ns`` are the service's own recorders (read them with
-    ``buckets``, ``percentile``, ``count``, ``sum``).
-    """
-
-    __slots__ = ("_loop",)
-
-    def __init__(self, loop: _Loop) -> None:
-        self._loop = loop
-
-    def counts(self) -> dict[str, int]:
-        """The assembler's counters by name, as in ``HostStats.counts``."""
-        return self._loop.asm.counts()
-
-    @property
-    def service_ns(self) -> LogHistogram:
-        """Per decoded shot: last round received to correction sent, in ns."""
-        return self._loop.service_ns
-
-    @property
-    def decode_ns(self) -> LogHistogram:
-        """Per decoded shot: the decoder's time over its batch's shots, in ns."""
-        return self._loop.decode_ns
-
-    @property
-    def shots_decoded(self) -> int:
-        return self._loop.decoded
-
-    @property
-    def shots_incomplete(self) -> int:
-        return self._loop.incomplete
-
-    @property
-    def shots_decoder_error(self) -> int:
-        return self._loop.errors
-
-    @property
-    def open_shots(self) -> int:
-        """Shots with rounds in but no correction out yet."""
-        return self._loop.asm.open_shots
-
-
 class DecoderService:
     """Serves one front end: assembles its rounds, decodes, answers every shot."""
 
@@ -223,7 +169,7 @@ class DecoderService:
         """
         from qhil.bridge import packet_buffers
 
-        loop = _Loop(self, _NullSender())
+        loop = ServiceRun(self, NullSender())
         buf, lengths = packet_buffers(1, 256)
         loop.asm.add(buf, lengths, 1, 0)
         loop.asm.expired(0)
@@ -244,10 +190,10 @@ class DecoderService:
         on_ready: Callable[[], None] | None = None,
     ) -> HostStats:
         """Run until end-of-stream (and its grace), a stop request, or a closed transport."""
-        loop = _Loop(self, tx)
+        loop = ServiceRun(self, tx)
         self._live = LiveRun(loop)
         try:
-            return loop.stats(self._run(loop, rx, should_stop, on_ready))
+            return _host_stats(loop, self._run(loop, rx, should_stop, on_ready))
         finally:
             self._live = None
 
@@ -261,7 +207,7 @@ class DecoderService:
 
     def _run(
         self,
-        loop: _Loop,
+        loop: ServiceRun,
         rx: PacketReceiver,
         should_stop: Callable[[], bool],
         on_ready: Callable[[], None] | None,
@@ -313,208 +259,30 @@ class DecoderService:
         return stopped_by
 
 
-class _NullSender:
-    """Swallows packets; lets ``warm_up`` run the real send path with nowhere to send."""
-
-    max_packet = 252
-
-    def send(self, packet: np.ndarray, *, timeout_s: float) -> bool:
-        return True
-
-
-class _Loop:
-    """The service's mutable state for one ``serve`` call."""
-
-    def __init__(self, service: DecoderService, tx: PacketSender | _NullSender) -> None:
-        self.service = service
-        self.tx = tx
-        self.asm = ShotAssembler(
-            bits_per_round=service.program.bits_per_round,
-            num_streams=service.config.num_streams,
-            window=service.config.window,
-            timeout_s=service.config.assembly_timeout_s,
-        )
-        n_obs = service.decoder.num_observables
-        self.n_obs = n_obs
-        self.packet = np.zeros(correction_size(n_obs, self.asm.rounds) + 8, dtype=np.uint8)
-        self.empty = np.zeros(1, dtype=np.uint8)
-        self.decoded = self.incomplete = self.errors = 0
-        self.rounds_decoded = self.rounds_incomplete = self.rounds_error = 0
-        self.unsent = 0
-        self.calls = 0
-        self.max_batch = 0
-        # Fixed-size recorders: a long run must not grow with its shot count.
-        self.service_ns = LogHistogram()
-        self.decode_ns = LogHistogram()
-        self.first_error = ""
-        dec = service.decoder
-        self.stream: StreamingDecoder | None = dec if isinstance(dec, StreamingDecoder) else None
-        self.streamed = self.stream_failed = 0
-
-    def forward(self, buf: np.ndarray, lengths: np.ndarray, count: int) -> None:
-        """Hand the streaming decoder each packet of the last ``add`` that was accepted."""
-        assert self.stream is not None
-        on_round = self.stream.on_round
-        for i in np.flatnonzero(self.asm.accepted[:count]):
-            try:
-                on_round(buf[i, : lengths[i]])
-                self.streamed += 1
-            except Exception as ex:  # its shots then fall to decode_streamed's handling
-                self.stream_failed += 1
-                self.first_error = self.first_error or f"on_round: {type(ex).__name__}: {ex}"
-
-    def _send(self, length: int) -> None:
-        if not self.tx.send(self.packet[:length], timeout_s=self.service.config.send_timeout_s):
-            self.unsent += 1
-
-    def _correction(
-        self,
-        st: int,
-        slot: int,
-        status: int,
-        obs: np.ndarray,
-        n_obs: int,
-        frame: np.ndarray,
-        n_frame: int,
-        flags: int = 0,
-    ) -> None:
-        meta = self.asm.meta[st, slot]
-        n = write_correction(
-            self.packet,
-            st,
-            self.asm.shot(st, slot),
-            meta[2],
-            meta[3],
-            status,
-            flags,
-            obs,
-            n_obs,
-            frame,
-            n_frame,
-            meta[4] or meta[1],
-            time.monotonic_ns(),
-        )
-        self._send(n)
-
-    def decode(self, ready: np.ndarray) -> None:
-        streams, slots = ready[:, 0], ready[:, 1]
-        if len(ready) == 1:  # the common, latency-critical case: a view, no copy
-            dets = self.asm.dets[ready[0, 0], ready[0, 1] : ready[0, 1] + 1]
-        else:
-            dets = self.asm.dets[streams, slots]
-        t0 = time.monotonic_ns()
-        try:
-            if self.stream is not None:  # its rounds are in already: ask by (stream, shot)
-                shots = self.asm.slot_shot[streams, slots]
-                obs = self.stream.decode_streamed(streams, shots, dets)
-            else:
-                obs = self.service.decoder.decode_batch(dets)
-            status = CorrectionStatus.DECODED
-        except Exception as ex:
-            self.first_error = self.first_error or f"{type(ex).__name__}: {ex}"
-            obs = np.zeros((len(ready), 0), dtype=np.bool_)
-            status = CorrectionStatus.DECODER_ERROR
-        t1 = time.monotonic_ns()
-        self.calls += 1
-        self.max_batch = max(self.max_batch, len(ready))
-        if obs.shape[1] == 1:  # one observable: the bool byte already is its packed form
-            packed: np.ndarray | None = np.ascontiguousarray(obs).view(np.uint8)
-        elif obs.shape[1]:
-            packed = np.packbits(obs, axis=1, bitorder="little")
-        else:
-            packed = None
-        n_obs = obs.shape[1]
-        for i, (st, slot) in enumerate(ready):
-            self._correction(
-                st,
-                slot,
-                int(status),
-                packed[i] if packed is not None else self.empty,
-                n_obs,
-                self.empty,
-                0,
-            )
-        done = time.monotonic_ns()
-        if status == CorrectionStatus.DECODED:
-            self.decoded += len(ready)
-            self.rounds_decoded += len(ready) * self.asm.rounds
-            if len(ready) == 1:  # the common case again: no temporary arrays
-                self.service_ns.record(done - int(self.asm.meta[ready[0, 0], ready[0, 1], 4]))
-            else:
-                self.service_ns.record_many(done - self.asm.meta[streams, slots, 4])
-            self.decode_ns.record((t1 - t0) // len(ready), count=len(ready))
-        else:
-            self.errors += len(ready)
-            self.rounds_error += len(ready) * self.asm.rounds
-        for st, slot in ready:
-            self.asm.close(st, slot)
-
-    def give_up(self, expired: np.ndarray) -> None:
-        for st, slot in expired:
-            got = self.asm.received[st, slot]
-            frame = np.packbits(got, bitorder="little")
-            self._correction(
-                st, slot, int(CorrectionStatus.INCOMPLETE), self.empty, 0, frame, got.size
-            )
-            self.incomplete += 1
-            self.rounds_incomplete += int(np.count_nonzero(got))
-            if self.stream is not None:
-                try:
-                    self.stream.abandon(int(st), self.asm.shot(st, slot))
-                except Exception as ex:  # the INCOMPLETE correction went out regardless
-                    self.first_error = self.first_error or f"abandon: {type(ex).__name__}: {ex}"
-            self.asm.close(st, slot)
-
-    def send_end_of_stream(self) -> None:
-        n = write_correction(
-            self.packet,
-            0,
-            0,
-            0,
-            0,
-            int(CorrectionStatus.DECODED),
-            FLAG_END_OF_STREAM,
-            self.empty,
-            0,
-            self.empty,
-            0,
-            0,
-            time.monotonic_ns(),
-        )
-        self._send(n)
-
-    def stats(self, stopped_by: str) -> HostStats:
-        decoder_counts = self._decoder_counts()  # first: it may record an error
-        asm = self.asm
-        open_rounds = int(np.count_nonzero(asm.received[asm.slot_shot >= 0]))
-        return HostStats(
-            decoder=self.service.decoder.name,
-            stopped_by=stopped_by,
-            counts=asm.counts(),
-            shots_decoded=self.decoded,
-            shots_incomplete=self.incomplete,
-            shots_decoder_error=self.errors,
-            rounds_in_decoded=self.rounds_decoded,
-            rounds_in_incomplete=self.rounds_incomplete,
-            rounds_in_decoder_error=self.rounds_error,
-            rounds_open_at_exit=open_rounds,
-            corrections_unsent=self.unsent,
-            decode_calls=self.calls,
-            max_batch=self.max_batch,
-            service_ns=Percentiles.of_histogram(self.service_ns),
-            decode_ns_per_shot=Percentiles.of_histogram(self.decode_ns),
-            first_decoder_error=self.first_error,
-            streaming=self.stream is not None,
-            rounds_streamed=self.streamed,
-            rounds_stream_failed=self.stream_failed,
-            decoder_counts=decoder_counts,
-        )
-
-    def _decoder_counts(self) -> dict[str, int]:
-        if self.stream is None:
-            return {}
-        try:
-            return dict(self.stream.streaming_counts())
-        except Exception as ex:  # the run's own account still goes back
-            self.first_error = self.first_error or f"streaming_counts: {type(ex).__name__}: {ex}"
-            return {}
+def _host_stats(run: ServiceRun, stopped_by: str) -> HostStats:
+    """The run's tally as the service's account of it."""
+    decoder_counts = run.decoder_counts()  # first: it may record an error
+    asm = run.asm
+    open_rounds = int(np.count_nonzero(asm.received[asm.slot_shot >= 0]))
+    return HostStats(
+        decoder=run.service.decoder.name,
+        stopped_by=stopped_by,
+        counts=asm.counts(),
+        shots_decoded=run.decoded,
+        shots_incomplete=run.incomplete,
+        shots_decoder_error=run.errors,
+        rounds_in_decoded=run.rounds_decoded,
+        rounds_in_incomplete=run.rounds_incomplete,
+        rounds_in_decoder_error=run.rounds_error,
+        rounds_open_at_exit=open_rounds,
+        corrections_unsent=run.unsent,
+        decode_calls=run.calls,
+        max_batch=run.max_batch,
+        service_ns=Percentiles.of_histogram(run.service_ns),
+        decode_ns_per_shot=Percentiles.of_histogram(run.decode_ns),
+        first_decoder_error=run.first_error,
+        streaming=run.stream is not None,
+        rounds_streamed=run.streamed,
+        rounds_stream_failed=run.stream_failed,
+        decoder_counts=decoder_counts,
+    )

@@ -33,7 +33,7 @@ from qhil.host._metrics import (
     FrontEndSnapshot,
     MetricsExporter,
 )
-from qhil.host._service import LiveRun
+from qhil.host._service_run import LiveRun
 from qhil.host._stats import LogHistogram
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana-dashboard.json"

@@ -217,10 +217,10 @@ class ZeroDecoder:
 
 
 def test_a_long_run_keeps_its_statistics_in_fixed_memory(program: DetectorProgram) -> None:
-    from qhil.host import _service
+    from qhil.host import _service, _service_run
 
     svc = DecoderService(ZeroDecoder(program.num_detectors), program, config=ServiceConfig())
-    loop = _service._Loop(svc, _service._NullSender())
+    loop = _service_run.ServiceRun(svc, _service_run.NullSender())
     hists = (loop.service_ns, loop.decode_ns)
     nbytes = [h.nbytes for h in hists]
     batch = loop.asm.slots  # a full batch of ready shots, one per slot
@@ -234,7 +234,7 @@ def test_a_long_run_keeps_its_statistics_in_fixed_memory(program: DetectorProgra
     assert loop.service_ns is hists[0] and loop.decode_ns is hists[1], "no new recorders"
     assert [h.nbytes for h in hists] == nbytes == [LogHistogram.NUM_BUCKETS * 8] * 2
     assert [h.buckets()[0].size <= LogHistogram.NUM_BUCKETS for h in hists] == [True, True]
-    stats = loop.stats("end_of_stream")
+    stats = _service._host_stats(loop, "end_of_stream")
     assert stats.shots_decoded == stats.service_ns.n == stats.decode_ns_per_shot.n == shots
     assert 0 < stats.service_ns.p50 <= stats.service_ns.p99 <= stats.service_ns.max
     assert loop.service_ns.overflow == 0
@@ -645,12 +645,12 @@ def test_a_batch_decoder_never_takes_the_per_packet_path(
     program: DetectorProgram,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from qhil.host import _service
+    from qhil.host import _service_run
 
     def forbidden(*args: object) -> None:
         raise AssertionError("forward() called for a decoder that does not stream")
 
-    monkeypatch.setattr(_service._Loop, "forward", forbidden)
+    monkeypatch.setattr(_service_run.ServiceRun, "forward", forbidden)
     with link() as ln:
         for s in range(3):
             ln.shot(dets, program, s)
