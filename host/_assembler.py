@@ -98,7 +98,7 @@ def _assemble(
     window,
 ):  # type: ignore[no-untyped-def]
     fields = np.zeros(7, dtype=np.uint64)
-    n_streams, n_slots = slot_shot.shape
+    n_slots = slot_shot.shape[1]
     r1 = nbits.shape[0]
     n_ready = 0
     for i in range(count):
@@ -115,43 +115,16 @@ def _assemble(
         rnd = np.int64(fields[3])
         shot = np.int64(fields[4])
         seq = np.int64(fields[5])
-        if seq < 0 or shot < 0:
-            counters[_BAD_FIELD] += 1  # >= 2**63 on the wire: see the module docstring
+        r = _take_seq(st, seq, shot, stream_state, seen, counters)
+        if r != 0:
+            counters[r] += 1
             continue
-        if st >= n_streams:
-            counters[_UNKNOWN_STREAM] += 1
-            continue
-        started = stream_state[st, _MAX_SHOT] >= 0
-        if started and seq > stream_state[st, _NEXT_SEQ] + _MAX_AHEAD:
-            counters[_BAD_FIELD] += 1
-            continue
-        if started and shot > stream_state[st, _MAX_SHOT] + _MAX_AHEAD:
-            counters[_STALE] += 1
-            continue
-        k = seq % _SEEN
-        if seen[st, k] == seq:
-            counters[_DUPLICATE] += 1
-            continue
-        seen[st, k] = seq
-        nxt = stream_state[st, _NEXT_SEQ]
-        if seq > nxt:
-            counters[_SEQ_GAP] += 1  # once per gap
-            counters[PACKETS_MISSING] += seq - nxt
-            stream_state[st, _NEXT_SEQ] = seq + 1
-        elif seq == nxt:
-            stream_state[st, _NEXT_SEQ] = seq + 1
-        else:
-            counters[REORDERED] += 1
         if flags & FLAG_END_OF_STREAM:
             counters[EOS] += 1
             continue
-        if rnd >= r1 or n_bits != nbits[rnd]:
-            counters[_BAD_LENGTH] += 1  # not this stream's layout
-            continue
-        first = (flags & FLAG_FIRST_ROUND) != 0
-        last = (flags & FLAG_LAST_ROUND) != 0
-        if first != (rnd == 0) or last != (rnd == r1 - 1):
-            counters[_BAD_FIELD] += 1
+        r = _check_layout(flags, n_bits, rnd, nbits)
+        if r != 0:
+            counters[r] += 1
             continue
         s = shot % n_slots
         if slot_shot[st, s] != shot:
@@ -159,12 +132,7 @@ def _assemble(
             if slot_closed[st, s] == shot or too_old or slot_shot[st, s] >= 0:
                 counters[_STALE] += 1
                 continue
-            slot_shot[st, s] = shot
-            slot_nrecv[st, s] = 0
-            slot_recv[st, s, :] = 0
-            slot_dets[st, s, :] = 0
-            slot_meta[st, s, :] = 0
-            slot_meta[st, s, _FIRST_RX] = now
+            _open_slot(st, s, shot, now, slot_shot, slot_nrecv, slot_recv, slot_dets, slot_meta)
         if slot_recv[st, s, rnd]:
             counters[_DUPLICATE] += 1  # the same round under a new seq
             continue
@@ -187,6 +155,59 @@ def _assemble(
             ready[n_ready, 1] = s
             n_ready += 1
     return n_ready
+
+
+@njit_cached(nogil=True)
+def _take_seq(st, seq, shot, stream_state, seen, counters):  # type: ignore[no-untyped-def]
+    """Check a packet's stream, seq and shot against its stream's state and, if it
+    passes, record its seq (counting a gap or a reordering); returns a Reason code."""
+    if seq < 0 or shot < 0:
+        return _BAD_FIELD  # >= 2**63 on the wire: see the module docstring
+    if st >= stream_state.shape[0]:
+        return _UNKNOWN_STREAM
+    started = stream_state[st, _MAX_SHOT] >= 0
+    if started and seq > stream_state[st, _NEXT_SEQ] + _MAX_AHEAD:
+        return _BAD_FIELD
+    if started and shot > stream_state[st, _MAX_SHOT] + _MAX_AHEAD:
+        return _STALE
+    k = seq % _SEEN
+    if seen[st, k] == seq:
+        return _DUPLICATE
+    seen[st, k] = seq
+    nxt = stream_state[st, _NEXT_SEQ]
+    if seq > nxt:
+        counters[_SEQ_GAP] += 1  # once per gap
+        counters[PACKETS_MISSING] += seq - nxt
+        stream_state[st, _NEXT_SEQ] = seq + 1
+    elif seq == nxt:
+        stream_state[st, _NEXT_SEQ] = seq + 1
+    else:
+        counters[REORDERED] += 1
+    return 0
+
+
+@njit_cached(nogil=True)
+def _check_layout(flags, n_bits, rnd, nbits):  # type: ignore[no-untyped-def]
+    """A round's size and first/last flags against the stream's layout; a Reason code."""
+    r1 = nbits.shape[0]
+    if rnd >= r1 or n_bits != nbits[rnd]:
+        return _BAD_LENGTH
+    first = (flags & FLAG_FIRST_ROUND) != 0
+    last = (flags & FLAG_LAST_ROUND) != 0
+    if first != (rnd == 0) or last != (rnd == r1 - 1):
+        return _BAD_FIELD
+    return 0
+
+
+@njit_cached(nogil=True)
+def _open_slot(st, s, shot, now, slot_shot, slot_nrecv, slot_recv, slot_dets, slot_meta):  # type: ignore[no-untyped-def]
+    """Give slot ``s`` to a new shot, with nothing received yet."""
+    slot_shot[st, s] = shot
+    slot_nrecv[st, s] = 0
+    slot_recv[st, s, :] = 0
+    slot_dets[st, s, :] = 0
+    slot_meta[st, s, :] = 0
+    slot_meta[st, s, _FIRST_RX] = now
 
 
 class ShotAssembler:
