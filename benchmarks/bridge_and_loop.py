@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qhil.host._bench import bench_bridge, bench_loop, bench_throughput
+from qhil.host import bench_bridge, bench_loop, bench_throughput
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from qhil.host._bench import bench_bridge, bench_loop
+from qhil.host import bench_bridge, bench_loop
 
 
 def test_benchmark_produces_every_figure_it_reports() -> None:

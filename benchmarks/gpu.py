@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gpu.py: no usable GPU, nothing measured or written: {_one_line(reason)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    from qhil.host._report import machine_description
+    from qhil.host import machine_description
 
     # A hang (a device that stops answering) must not outlive the GPU session: dump the
     # stacks and exit; what earlier sections measured is already on disk.

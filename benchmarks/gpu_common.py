@@ -43,7 +43,7 @@ def gpu_unavailable_reason() -> str | None:
             )
     except Exception as ex:
         return f"numba.cuda is not usable ({type(ex).__name__}: {ex})"
-    from qhil.kernels._cuda_backend import cuda_available
+    from qhil.kernels import cuda_available
 
     ok, why = cuda_available()
     return None if ok else why
@@ -110,7 +110,7 @@ def _circuit(distance: int, rounds: int, p: float) -> Any:
 
 
 def _pct_us(ns: np.ndarray) -> dict[str, float]:
-    from qhil.host._stats import Percentiles
+    from qhil.host import Percentiles
 
     return dataclasses.asdict(Percentiles.of(np.asarray(ns)).scaled(1e-3))
 

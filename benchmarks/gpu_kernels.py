@@ -126,7 +126,7 @@ def bench_inference(
     agree: dict[str, Any] = {}
     rows, first = _cuda_rows(cupy, x, m, modes, batches, rounds, repeats, case_ends, agree)
     try:
-        from qhil.kernels._numba_backend import numba_logits
+        from qhil.kernels import numba_logits
 
         n = min(4, max(batches))
         agree[f"cuda == numba logits, {n} shots"] = bool(

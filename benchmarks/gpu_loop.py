@@ -177,7 +177,7 @@ def bench_loop(
     ``bench_streaming`` measures that path without the loop: each round's packet
     written into the GPU ring on the round clock.
     """
-    from qhil.host._config import RunConfig
+    from qhil.host import RunConfig
 
     shots = shots or {13: 2000, 104: 300}
     plan = [(r, d) for r in rounds_list for d in decoders]

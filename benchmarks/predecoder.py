@@ -24,8 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qhil.host import AccuracyTask, machine_description, run_accuracy, write_summary
-from qhil.host._bench import bench_backends
+from qhil.host import AccuracyTask, bench_backends, machine_description, run_accuracy, write_summary
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 

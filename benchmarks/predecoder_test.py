@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from qhil.host._bench import bench_backends
+from qhil.host import bench_backends
 
 
 def test_backend_timings_render() -> None:

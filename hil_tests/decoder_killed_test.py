@@ -3,39 +3,41 @@ timeouts and counters, and the run ends with a report instead of hanging."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from qhil.fpga import CycleModel, Fate
-from qhil.host import RunConfig, _runner, run_loop
+from qhil.fpga import Fate
+from qhil.host import RunConfig, run_loop
+
+
+class _KillDecoderMidRun:
+    """Stands in for a ``MetricsExporter``: ``run_loop`` hands it the front end's live
+    numbers, and it kills the decoder process once ``rounds`` rounds were decoded."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.killed_at = -1
+
+    def watch_front_end(self, snapshot: Callable[[], Any]) -> None:
+        def watch() -> None:
+            while (snap := snapshot()) is None or snap.rounds_by_fate["decoded"] < self.rounds:
+                time.sleep(2e-3)
+            (decoder,) = [p for p in multiprocessing.active_children() if p.name == "qhil-decoder"]
+            self.killed_at = snap.rounds_by_fate["decoded"]
+            os.kill(decoder.pid, signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
 
 
 @pytest.mark.parametrize("mode", ["lockstep", "paced"])
-def test_killed_decoder_ends_the_run_with_a_report(
-    mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pids: list[int] = []
-    answered = [0]
-    original_ready = _runner._Child.wait_ready
-    original_take = CycleModel._take_correction
-
-    def remember_pid(self: _runner._Child, on_status: Any = None) -> None:
-        original_ready(self, on_status)
-        pids.append(self.proc.pid)
-
-    def take_then_kill(self, run, buf, length, now):  # type: ignore[no-untyped-def]
-        resolved = original_take(self, run, buf, length, now)
-        answered[0] += resolved
-        if answered[0] == 200 and resolved:  # mid-run: the decoder has answered some shots
-            os.kill(pids[0], signal.SIGKILL)
-        return resolved
-
-    monkeypatch.setattr(_runner._Child, "wait_ready", remember_pid)
-    monkeypatch.setattr(CycleModel, "_take_correction", take_then_kill)
+def test_killed_decoder_ends_the_run_with_a_report(mode: str) -> None:
     cfg = RunConfig().with_overrides(
         {
             "experiment.distance": 3,
@@ -50,7 +52,10 @@ def test_killed_decoder_ends_the_run_with_a_report(
         }
     )
     outcome: list = []
-    worker = threading.Thread(target=lambda: outcome.append(run_loop(cfg, progress=False)))
+    killer = _KillDecoderMidRun(rounds=600)
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_loop(cfg, progress=False, metrics=killer))  # type: ignore[arg-type]
+    )
     worker.start()
     worker.join(120)  # a guard against a hang, not a timing assertion
     assert not worker.is_alive(), "the run hung after its decoder was killed"
@@ -58,6 +63,7 @@ def test_killed_decoder_ends_the_run_with_a_report(
     r = out.report
     assert r.aborted.startswith("decoder unresponsive"), r.aborted
     assert out.host is None and any("exit code -9" in n for n in r.notes), r.notes
+    assert killer.killed_at >= 600
     assert 0 < r.shots_decoded < r.shots_emitted < r.shots_planned
     lost = r.rounds_lost
     assert lost["timeout"] + lost["aborted"] + lost["backpressure"] > 0

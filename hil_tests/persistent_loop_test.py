@@ -220,8 +220,7 @@ def _stream_faults(tmp: str) -> dict[str, Any]:
 
     import numpy as np
 
-    from qhil.kernels._model import QuantizedModel
-    from qhil.kernels._pipeline import PreDecodedMatching
+    from qhil.kernels import PreDecodedMatching, QuantizedModel
     from qhil.kernels.persistent import PersistentPreDecodedMatching
 
     path = Path(tmp) / "tiny.npz"
@@ -288,7 +287,7 @@ def _balanced(stats: Any) -> str:
 
 def _refuse() -> dict[str, Any]:
     from qhil.host import DecoderSettings, make_decoder
-    from qhil.kernels._predecoder import PreDecoder, available_backends
+    from qhil.kernels import PreDecoder, available_backends
     from qhil.kernels.persistent import persistent_available
 
     ok, why = persistent_available()
@@ -313,7 +312,7 @@ def _loop(*, shots: int, distance: int, rounds: int, timeout_s: float) -> dict[s
     import numpy as np
 
     from qhil.host import RunConfig, run_loop
-    from qhil.kernels._pipeline import PreDecodedMatching
+    from qhil.kernels import PreDecodedMatching
 
     cfg = RunConfig().with_overrides(
         {

@@ -18,6 +18,7 @@ from __future__ import annotations
 from qhil.host._accuracy import ACCURACY_DECODERS, AccuracyTask, run_accuracy
 from qhil.host._accuracy_report import summarize, write_summary
 from qhil.host._assembler import ShotAssembler
+from qhil.host._bench import bench_backends, bench_bridge, bench_loop, bench_throughput
 from qhil.host._cli import main
 from qhil.host._config import ConfigError, DecoderSettings, RunConfig
 from qhil.host._decoders import (
@@ -57,6 +58,10 @@ __all__ = [
     "ServiceConfig",
     "ShotAssembler",
     "StreamingDecoder",
+    "bench_backends",
+    "bench_bridge",
+    "bench_loop",
+    "bench_throughput",
     "build_circuit",
     "free_tcp_endpoint",
     "machine_description",

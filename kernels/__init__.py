@@ -14,15 +14,18 @@
 - ``PreDecoderGeometry``: the Ising-compatible tensor layout and the exact
   footprint of every output.
 - ``QuantizedModel`` and ``reference_logits``: the shipped integer CNN and its
-  NumPy reference. Backends (``BACKENDS``): numpy, numba, and cuda on a GPU.
+  NumPy reference. Backends (``BACKENDS``): numpy, numba (``numba_logits``), and
+  cuda on a GPU (``cuda_logits``; ``cuda_available()`` says whether it runs here).
 - ``TrainConfig`` / ``train`` / ``write_model`` / ``plot_training``: reproduce the
   shipped weights, their thresholds and their training curves (``qhil train``).
 """
 
 from __future__ import annotations
 
+from qhil.kernels._cuda_backend import cuda_available, cuda_logits
 from qhil.kernels._geometry import CHANNELS, PreDecoderGeometry
 from qhil.kernels._model import QuantizedModel, reference_logits
+from qhil.kernels._numba_backend import numba_logits
 from qhil.kernels._pipeline import PreDecodedMatching
 from qhil.kernels._predecoder import (
     BACKENDS,
@@ -52,7 +55,10 @@ __all__ = [
     "QuantizedModel",
     "TrainConfig",
     "available_backends",
+    "cuda_available",
+    "cuda_logits",
     "default_threshold",
+    "numba_logits",
     "plot_training",
     "reference_logits",
     "resolve_model",
