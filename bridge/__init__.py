@@ -11,6 +11,9 @@
   opens either side of one by name.
 - ``floor_round_trips``: the physical floor of any two-process transport here (a
   compiled ping-pong), which the bridge benchmark reports every transport against.
+- Compiled hot loops: ``RingReceiver``/``RingSender.kernel_args()`` with ``ring_pop``,
+  ``ring_room`` and ``ring_publish`` use the ring from njit code; ``clock_ns()`` reads
+  the monotonic clock there.
 - ``njit_cached``: how every qhil CPU kernel is compiled, with numba's cache in
   ``cache_dir()`` (``$QHIL_CACHE_DIR`` or the user cache folder), never in the
   installed package; ``kernel_cache_report()`` says what was compiled or loaded.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qhil.bridge._clock import clock_ns
 from qhil.bridge._control import Refusal, layout_fingerprint
 from qhil.bridge._curve import CurveKeys, generate_keys
 from qhil.bridge._faults import KINDS as FAULT_KINDS
@@ -35,7 +39,10 @@ from qhil.bridge._jit import (
 )
 from qhil.bridge._open import TRANSPORTS, Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
-from qhil.bridge._ring import ShmRing
+from qhil.bridge._ring import RingReceiver, RingSender, ShmRing
+from qhil.bridge._ring_kernels import pop as ring_pop
+from qhil.bridge._ring_kernels import publish as ring_publish
+from qhil.bridge._ring_kernels import room as ring_room
 from qhil.bridge._sim_testing import run_scenario  # for the GPU-path tests of other parts
 from qhil.bridge._transport import PacketReceiver, PacketSender, TransportClosed, packet_buffers
 from qhil.bridge._wire import (
@@ -130,6 +137,8 @@ __all__ = [
     "PacketSender",
     "Reason",
     "Refusal",
+    "RingReceiver",
+    "RingSender",
     "SessionEnded",
     "SessionInfo",
     "ShmRing",
@@ -139,6 +148,7 @@ __all__ = [
     "ZmqServer",
     "cache_dir",
     "check_server_endpoint",
+    "clock_ns",
     "correction_size",
     "floor_round_trips",
     "generate_keys",
@@ -152,6 +162,9 @@ __all__ = [
     "packet_buffers",
     "parse_correction",
     "parse_syndrome",
+    "ring_pop",
+    "ring_publish",
+    "ring_room",
     "run_scenario",
     "syndrome_size",
     "warm_up",

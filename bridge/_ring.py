@@ -65,6 +65,8 @@ _SPINS = 2048  # compiled spin iterations between deadline checks (~10 µs)
 
 
 class _RingEnd:
+    _local: np.ndarray
+
     def __init__(self, name: str, ctrl: np.ndarray, slots: np.ndarray, *, spin_s: float):
         self.name, self.max_packet, self._spin_s = name, slots.shape[1] - 4, spin_s
         self._ctrl: np.ndarray | None = ctrl
@@ -77,6 +79,14 @@ class _RingEnd:
 
     def _release(self) -> None:  # drop every view of the mapping so it can be unmapped
         self._ctrl, self._slots = None, np.zeros((1, 5), np.uint8)
+
+    def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ctrl, slots, local)`` for a compiled caller of ``ring_pop`` (a receiver's)
+        or ``ring_room``/``ring_publish`` (a sender's): ctrl uint64[48], slots
+        uint8[n_slots, slot_size], local int64[2] (this end's counter and its cached
+        copy of the other's). Raises ``TransportClosed`` once this end is closed; do
+        not mix compiled calls with this end's methods while one is running."""
+        return self._live(), self._slots, self._local
 
 
 class RingSender(_RingEnd):

@@ -49,7 +49,7 @@ from qhil.bridge import (
     parse_syndrome,
 )
 
-__all__ = ["ShotAssembler"]
+__all__ = ["EOS", "ShotAssembler", "assemble"]
 
 # Counter indices beyond the Reason codes.
 PACKETS = 16
@@ -77,7 +77,7 @@ _NEXT_SEQ, _MAX_SHOT = 0, 1
 
 
 @njit_cached(nogil=True)
-def _assemble(
+def assemble(
     buf,
     lengths,
     count,
@@ -287,27 +287,23 @@ class ShotAssembler:
         """
         if count > self._ready.shape[0]:
             raise ValueError(f"at most {self._ready.shape[0]} packets per add(); got {count}")
-        n = _assemble(
-            buf,
-            lengths,
-            count,
-            now_ns,
-            self.nbits,
-            self.det_off,
-            self.stream_state,
-            self.seen,
-            self.slot_shot,
-            self.slot_closed,
-            self.slot_nrecv,
-            self.received,
-            self.dets,
-            self.meta,
-            self.counters,
-            self._ready,
-            self.accepted,
-            self.window,
-        )
+        n = assemble(buf, lengths, count, now_ns, *self.assemble_args())
         return self._ready[:n]
+
+    def assemble_args(self) -> tuple[np.ndarray | int, ...]:
+        """The state ``assemble(buf, lengths, count, now_ns, *state)`` takes, for compiled
+        callers (the service's hot path); it returns how many shots became ready, listed
+        in ``ready_buffer[:n]``."""
+        return (
+            self.nbits, self.det_off, self.stream_state, self.seen, self.slot_shot,
+            self.slot_closed, self.slot_nrecv, self.received, self.dets, self.meta,
+            self.counters, self._ready, self.accepted, self.window,
+        )  # fmt: skip
+
+    @property
+    def ready_buffer(self) -> np.ndarray:
+        """int64[max_batch, 2]: where ``assemble`` lists the (stream, slot) of ready shots."""
+        return self._ready
 
     def expired(self, now_ns: int, *, flush: bool = False) -> np.ndarray:
         """Open shots that can no longer complete (or all open shots if ``flush``).

@@ -30,6 +30,7 @@ import stim
 from qhil.bridge import PacketReceiver, PacketSender, SessionEnded, TransportClosed
 from qhil.fpga import DetectorProgram
 from qhil.host._decoders import Decoder, make_decoder
+from qhil.host._hot_path import RingHotPath
 from qhil.host._service_run import LiveRun, NullSender, ServiceRun
 from qhil.host._stats import Percentiles
 
@@ -87,7 +88,8 @@ class HostStats:
     rounds handed to its ``on_round`` and ``rounds_stream_failed`` those whose
     call raised (the error is in ``first_decoder_error``); together they equal
     ``rounds_accepted``. ``decoder_counts`` is the decoder's own account
-    (``streaming_counts()``); empty otherwise.
+    (``streaming_counts()``); empty otherwise. ``hot_path``: the run took and sent
+    packets through the compiled shm-ring path (``RingHotPath``).
     """
 
     decoder: str
@@ -110,6 +112,7 @@ class HostStats:
     rounds_streamed: int = 0
     rounds_stream_failed: int = 0
     decoder_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    hot_path: bool = False
 
     def __post_init__(self) -> None:
         if self.stopped_by not in _STOP_REASONS:
@@ -223,22 +226,28 @@ class DecoderService:
         stopped_by = "end_of_stream"
         if on_ready is not None:
             on_ready()
+        hot = None
+        if loop.stream is None:  # a streaming decoder is handed each packet in Python
+            hot = loop.hot = RingHotPath.for_link(rx, loop.tx, asm, max_batch=batch)
+        no_shots = asm.ready_buffer[:0]
         while True:
             try:
-                n = rx.recv_into(buf, lengths, timeout_s=2e-3)
+                if hot is not None:  # the shm ring: compiled until a shot is ready
+                    n, ready, now = hot.take(until_ns=next_expiry)
+                else:
+                    n = rx.recv_into(buf, lengths, timeout_s=2e-3)
+                    now = time.monotonic_ns()
+                    ready = asm.add(buf, lengths, n, now) if n else no_shots
+                    if n and loop.stream is not None:
+                        loop.forward(buf, lengths, n)
             except SessionEnded:  # its front end left or restarted: this state is void
                 stopped_by = "session_ended"
                 break
             except TransportClosed:
                 stopped_by = "transport_closed"
                 break
-            now = time.monotonic_ns()
-            if n:
-                ready = asm.add(buf, lengths, n, now)
-                if loop.stream is not None:
-                    loop.forward(buf, lengths, n)
-                if len(ready):
-                    loop.decode(ready)
+            if len(ready):
+                loop.decode(ready)
             if eos_at == 0 and asm.end_of_stream_seen:
                 eos_at = now
             flush = eos_at and now - eos_at > cfg.eos_grace_s * 1e9
@@ -285,4 +294,5 @@ def _host_stats(run: ServiceRun, stopped_by: str) -> HostStats:
         rounds_streamed=run.streamed,
         rounds_stream_failed=run.stream_failed,
         decoder_counts=decoder_counts,
+        hot_path=run.hot is not None,
     )

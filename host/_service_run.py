@@ -20,6 +20,7 @@ from qhil.bridge import (
 )
 from qhil.host._assembler import ShotAssembler
 from qhil.host._decoders import StreamingDecoder
+from qhil.host._hot_path import RingHotPath
 from qhil.host._stats import LogHistogram
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class ServiceRun:
         dec = service.decoder
         self.stream: StreamingDecoder | None = dec if isinstance(dec, StreamingDecoder) else None
         self.streamed = self.stream_failed = 0
+        self.hot: RingHotPath | None = None  # set by the serve loop over the shm ring
 
     def forward(self, buf: np.ndarray, lengths: np.ndarray, count: int) -> None:
         """Hand the streaming decoder each packet of the last ``add`` that was accepted."""
@@ -187,10 +189,14 @@ class ServiceRun:
         else:
             packed = None
         n_obs = obs.shape[1]
-        for i, (st, slot) in enumerate(ready):
+        sent = 0
+        if self.hot is not None:
+            rows = packed if packed is not None else np.zeros((len(ready), 1), dtype=np.uint8)
+            sent = self.hot.send_decoded(ready, rows, n_obs, int(status))
+        for i in range(sent, len(ready)):  # the general way, or the ring stayed full
             self._correction(
-                st,
-                slot,
+                ready[i, 0],
+                ready[i, 1],
                 int(status),
                 packed[i] if packed is not None else self.empty,
                 n_obs,

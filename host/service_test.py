@@ -22,6 +22,7 @@ from qhil.bridge import (
 from qhil.bridge import warm_up as warm_up_bridge
 from qhil.fpga import CycleModel, DetectorProgram, Fate, FrontEndConfig
 from qhil.host import DecoderService, HostStats, Percentiles, ServiceConfig, make_decoder
+from qhil.host._hot_path import RingHotPath
 from qhil.host._stats import LogHistogram
 
 ROUNDS = 3  # d=3, rounds=2: three streamed rounds per shot
@@ -280,9 +281,17 @@ def test_live_shows_the_running_serve_call(
 # -- serving a scripted front end -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("hot", [True, False], ids=["compiled_hot_path", "general_loop"])
 def test_decodes_every_shot_and_echoes_its_last_round(
-    service: DecoderService, circuit: stim.Circuit, dets: np.ndarray, program: DetectorProgram
+    service: DecoderService,
+    circuit: stim.Circuit,
+    dets: np.ndarray,
+    program: DetectorProgram,
+    hot: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if not hot:  # the loop any other transport takes, over the same rings
+        monkeypatch.setattr(RingHotPath, "for_link", classmethod(lambda cls, *a, **k: None))
     ready: list[int] = []
     with link() as ln:
         sent = [ln.shot(dets, program, s) for s in range(len(dets))]
@@ -316,6 +325,7 @@ def test_decodes_every_shot_and_echoes_its_last_round(
     assert stats.counts["packets"] == ROUNDS * len(dets) + 1
     assert stats.counts["end_of_stream"] == 1
     assert stats.first_decoder_error == ""
+    assert stats.hot_path == hot
     stats.check_balanced()
 
 

@@ -1,0 +1,132 @@
+"""The decoder service's compiled hot path over the shared-memory ring.
+
+Over any ``PacketReceiver`` the service's loop makes, per packet, one Python call to
+receive and one to assemble, and per correction one to encode and one to send. Numba's
+dispatch of a call with many array arguments costs about a microsecond, and in lockstep
+the rounds of a shot arrive a microsecond or two apart, so those calls queue up behind
+each other and the last round waits for the earlier ones. Over the shm ring with a
+batch decoder, :class:`RingHotPath` makes two compiled calls per shot instead:
+
+- :meth:`RingHotPath.take`: pop and assemble in compiled code, stamping each batch with
+  ``clock_ns()``, until a shot is ready, end of stream arrives, the ring closes, or
+  ``until_ns`` passes. Its dispatch happens before the shot's first round arrives, so
+  it is off the reaction path.
+- :meth:`RingHotPath.send_decoded`: encode each decoded shot's correction straight into
+  the outgoing ring's next slot and publish it.
+
+Decoding, expiry, statistics and end of stream stay the service's. A streaming decoder,
+which is handed each packet in Python, takes the general loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qhil.bridge import (
+    PacketReceiver,
+    PacketSender,
+    RingReceiver,
+    RingSender,
+    TransportClosed,
+    clock_ns,
+    njit_cached,
+    ring_pop,
+    ring_publish,
+    ring_room,
+    write_correction,
+)
+from qhil.host._assembler import EOS, ShotAssembler, assemble
+
+__all__ = ["RingHotPath"]
+
+_SPINS = 2048  # compiled polls between clock reads while waiting (~10 µs)
+
+
+@njit_cached(nogil=True)
+def _take(ctrl, slots, local, buf, lengths, nbits, det_off, stream_state, seen, slot_shot,
+          slot_closed, slot_nrecv, received, dets, meta, counters, ready, accepted, window,
+          until_ns, out):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Pop and assemble until a shot is ready (returns how many), end of stream was
+    counted, ``until_ns`` passed (0), or the ring is closed and drained (-1) or corrupt
+    (-2). ``out``: int64[2] = packets taken, the clock at return."""
+    taken = 0
+    while True:
+        k = ring_pop(ctrl, slots, local, buf, lengths, _SPINS)
+        now = clock_ns()
+        if k < 0:
+            out[0], out[1] = taken, now
+            return k
+        if k > 0:
+            taken += k
+            eos = counters[EOS]
+            n = assemble(buf, lengths, k, now, nbits, det_off, stream_state, seen, slot_shot,
+                         slot_closed, slot_nrecv, received, dets, meta, counters, ready,
+                         accepted, window)  # fmt: skip
+            if n > 0 or counters[EOS] != eos:
+                out[0], out[1] = taken, now
+                return n
+        if now >= until_ns:
+            out[0], out[1] = taken, now
+            return 0
+
+
+@njit_cached(nogil=True)
+def _send(ctrl, slots, local, ready, packed, n_obs, status, slot_shot, meta, empty, spins):  # type: ignore[no-untyped-def]
+    """Encode and publish one correction per row of ``ready`` (``packed[i]``: its obs,
+    LSB-first); returns how many went out before the ring stayed full for ``spins``
+    polls (or was closed)."""
+    n_slots = slots.shape[0]
+    for i in range(ready.shape[0]):
+        if ring_room(ctrl, n_slots, local, spins) != 1:
+            return i
+        st, sl = ready[i, 0], ready[i, 1]
+        t_rx = meta[st, sl, 4] if meta[st, sl, 4] != 0 else meta[st, sl, 1]
+        out = slots[local[0] & (n_slots - 1), 4:]
+        n = write_correction(out, st, slot_shot[st, sl], meta[st, sl, 2], meta[st, sl, 3],
+                             status, 0, packed[i], n_obs, empty, 0, t_rx, clock_ns())  # fmt: skip
+        ring_publish(ctrl, slots, local, n)
+    return ready.shape[0]
+
+
+class RingHotPath:
+    """The compiled take and send of one service run over a ring pair; build with
+    :meth:`for_link`, which says None where the general loop must run instead."""
+
+    def __init__(self, rx: RingReceiver, tx: RingSender, asm: ShotAssembler, max_batch: int):
+        self._rx, self._tx, self._asm = rx, tx, asm
+        self.buf = np.zeros((max_batch, rx.max_packet), dtype=np.uint8)
+        self.lengths = np.zeros(max_batch, dtype=np.uint32)
+        self._out = np.zeros(2, dtype=np.int64)
+        self._empty = np.zeros(1, dtype=np.uint8)
+
+    @classmethod
+    def for_link(cls, rx: PacketReceiver, tx: PacketSender | object, asm: ShotAssembler,
+                 *, max_batch: int) -> RingHotPath | None:  # fmt: skip
+        """The hot path when both ends are the shm ring's, else None."""
+        if isinstance(rx, RingReceiver) and isinstance(tx, RingSender):
+            return cls(rx, tx, asm, max_batch)
+        return None
+
+    def take(self, until_ns: int) -> tuple[int, np.ndarray, int]:
+        """Wait in compiled code for the next ready shot(s), at most until ``until_ns``
+        (``time.monotonic_ns`` clock). Returns (packets taken, ready (stream, slot)
+        pairs as ``ShotAssembler.add`` gives them, the clock at return). Raises
+        ``TransportClosed`` once the ring is closed and drained."""
+        asm = self._asm
+        n = _take(*self._rx.kernel_args(), self.buf, self.lengths, *asm.assemble_args(),
+                  until_ns, self._out)  # fmt: skip
+        if n == -1:
+            raise TransportClosed(f"ring {self._rx.name!r} is closed and drained (end of stream)")
+        if n == -2:
+            raise RuntimeError(
+                f"ring {self._rx.name!r}: a slot length exceeds max_packet (corrupt)"
+            )
+        return int(self._out[0]), asm.ready_buffer[: max(n, 0)], int(self._out[1])
+
+    def send_decoded(self, ready: np.ndarray, packed: np.ndarray, n_obs: int, status: int) -> int:
+        """Send the corrections of ``ready`` (int64[n, 2] (stream, slot)); ``packed``:
+        uint8[n, >= 1] C-contiguous, row i the obs flips of shot i. Returns how many went
+        out; the caller sends the rest the slow way (waiting for room)."""
+        asm = self._asm
+        return int(_send(*self._tx.kernel_args(), ready, packed, n_obs, status, asm.slot_shot,
+                         asm.meta, self._empty, _SPINS))  # fmt: skip
