@@ -113,8 +113,8 @@ class RingHotPath:
         pairs as ``ShotAssembler.add`` gives them, the clock at return). Raises
         ``TransportClosed`` once the ring is closed and drained."""
         asm = self._asm
-        n = _take(*self._rx.kernel_args(), self.buf, self.lengths, *asm.assemble_args(),
-                  until_ns, self._out)  # fmt: skip
+        state = asm.assemble_args()
+        n = _take(*self._rx.kernel_args(), self.buf, self.lengths, *state, until_ns, self._out)  # type: ignore[call-arg]  # a variadic tuple mypy cannot count
         if n == -1:
             raise TransportClosed(f"ring {self._rx.name!r} is closed and drained (end of stream)")
         if n == -2:
