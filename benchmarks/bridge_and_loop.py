@@ -1,4 +1,4 @@
-"""Benchmark: the bridge alone, and the whole closed loop at d = 3, 5, 7.
+"""Benchmark: the bridge alone, and the whole closed loop at d = 3, 5, 7, 9, 13.
 
 Writes ``docs/benchmarks/bridge_and_loop.json`` and ``.md``, naming the machine.
 Run from the repository root::
@@ -61,18 +61,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"## Whole loop ({loop['mode']}, shm bridge, PyMatching, {loop['noise']}, rounds = d)",
         "",
         "Reaction latency: from the front end emitting a shot's last round",
-        "to the front end receiving its correction.",
+        "to the front end receiving its correction. *Overhead*: the median reaction minus",
+        "the median decode, what the loop adds to PyMatching. Service path: "
+        + ", ".join(sorted({r["service_path"] for r in loop["rows"]}))
+        + ".",
         "",
-        "| d | shots | LER | latency p50 / p99 / p99.9 / max µs | transport out p50 | "
-        "service p50 | "
+        "| d | shots | LER | latency p50 / p99 / p99.9 / max µs | overhead p50 | "
+        "transport out p50 | service p50 | "
         "of which decode p50 | transport back p50 | transport share | decode share | rounds/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in loop["rows"]:
         lat = r["latency_us"]
         lines.append(
             f"| {r['distance']} | {r['shots_decoded']:,} | {r['ler']:.2e} | "
             f"{_f(lat['p50'])} / {_f(lat['p99'])} / {_f(lat['p999'])} / {_f(lat['max'])} | "
+            f"{_f(r['overhead_us_p50'])} | "
             f"{_f(r['transport_out_us']['p50'])} | {_f(r['service_us']['p50'])} | "
             f"{_f(r['decode_us_per_shot']['p50'])} | {_f(r['transport_back_us']['p50'])} | "
             f"{100 * r['transport_share_p50']:.0f}% | {100 * r['decode_share_p50']:.0f}% | "

@@ -39,7 +39,7 @@ from qhil.bridge._jit import (
 )
 from qhil.bridge._open import TRANSPORTS, Bridge, BridgeSpec, open_bridge, warm_up
 from qhil.bridge._packets import CorrectionPacket, PacketError, SyndromePacket
-from qhil.bridge._ring import RingReceiver, RingSender, ShmRing
+from qhil.bridge._ring import RingReceiver, RingSender, ShmRing, closed_ring_args
 from qhil.bridge._ring_kernels import pop as ring_pop
 from qhil.bridge._ring_kernels import publish as ring_publish
 from qhil.bridge._ring_kernels import room as ring_room
@@ -149,6 +149,7 @@ __all__ = [
     "cache_dir",
     "check_server_endpoint",
     "clock_ns",
+    "closed_ring_args",
     "correction_size",
     "floor_round_trips",
     "generate_keys",

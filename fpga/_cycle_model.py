@@ -42,6 +42,7 @@ from qhil.bridge import (
 )
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._cycle_corrections import CorrectionIntake
+from qhil.fpga._cycle_emit import RoundEmitter
 from qhil.fpga._cycle_run import RunState, progress_of, result_of
 from qhil.fpga._detection import DetectorProgram
 from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult
@@ -73,6 +74,7 @@ class CycleModel:
         # Compile the numba encoder now, with the argument types the run uses.
         scratch = np.zeros(64, dtype=np.uint8)
         write_syndrome(scratch, 0, 0, 0, 0, 0, 0, scratch[:1], 0)
+        RoundEmitter.warm_up()
 
     @classmethod
     def from_circuit(cls, circuit: stim.Circuit, *, config: FrontEndConfig) -> CycleModel:
@@ -184,6 +186,7 @@ class CycleModel:
         n = payloads[0].shape[0]
         lags = np.zeros(n * (r_last + 1) if paced else 0, dtype=np.int64)  # this chunk's
         t_base, g0 = run.t0_ns + run.paused_ns, run.ticks
+        emitter = RoundEmitter(tx, cfg.stream_id)
         g = g0  # global round index: the round clock's tick count
         for shot in range(start, start + n):
             for r in range(r_last + 1):
@@ -194,36 +197,17 @@ class CycleModel:
                 flags = (FLAG_FIRST_ROUND if r == 0 else 0) | (
                     FLAG_LAST_ROUND if r == r_last else 0
                 )
-                slot = tx.reserve()
-                if slot is None and not paced:
-                    slot = self._wait_for_room(run, tx)
-                    if slot is None:
+                payload = payloads[r][shot - start]
+                t = emitter.emit(run, shot, r, flags, payload, nbits[r])
+                if t is None and not paced:  # lockstep waits for the decoder to take rounds
+                    if not self._wait_for_room(run, tx):
                         break
-                t = time.monotonic_ns()
-                if slot is None:  # paced only: hardware cannot wait for the bridge
+                    t = emitter.emit(run, shot, r, flags, payload, nbits[r])
+                if t is None:  # paced only: hardware cannot wait for the bridge
+                    t = time.monotonic_ns()
                     run.fates[shot, r] = Fate.LOST_BACKPRESSURE
                     run.backpressure += 1
                     run.last_backpressure_ns = t
-                else:
-                    cyc = run.cycles(t)
-                    n_bytes = write_syndrome(
-                        slot,
-                        cfg.stream_id,
-                        shot,
-                        r,
-                        run.seq,
-                        cyc,
-                        flags,
-                        payloads[r][shot - start],
-                        nbits[r],
-                    )
-                    tx.commit(n_bytes)
-                    run.fates[shot, r] = Fate.PENDING
-                    run.seq += 1
-                    run.emit_ns[shot], run.emit_cyc[shot], run.last_seq[shot] = t, cyc, run.seq - 1
-                    run.first_emit = run.first_emit or t
-                    run.last_emit = t
-                    run.n_emit += 1
                 if paced:
                     lags[g - g0] = t - due
                 g += 1
@@ -258,18 +242,18 @@ class CycleModel:
         if should_stop is not None and should_stop():
             run.aborted = "interrupted"
 
-    def _wait_for_room(self, run: RunState, tx: PacketSender) -> np.ndarray | None:
-        """Lockstep: wait for the decoder to take rounds; None once it is found unresponsive."""
+    def _wait_for_room(self, run: RunState, tx: PacketSender) -> bool:
+        """Lockstep: wait for the decoder to take rounds; False once it is found unresponsive."""
         deadline = time.monotonic_ns() + int(self.config.stall_timeout_s * 1e9)
-        while (slot := tx.reserve()) is None:
+        while tx.reserve() is None:
             self._corrections.poll(run, 1e-4)
             if run.aborted:
-                return None
+                return False
             if time.monotonic_ns() > deadline:
                 stall = self.config.stall_timeout_s
                 run.aborted = f"decoder unresponsive: the bridge stayed full for {stall} s"
-                return None
-        return slot
+                return False
+        return True
 
     def _finish(self, run: RunState, tx: PacketSender) -> None:
         """Send end-of-stream, wait for the last corrections, and settle every round."""

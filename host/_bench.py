@@ -106,9 +106,12 @@ def bench_bridge(*, packets: int = 20_000, warmup: int = 2_000) -> dict[str, Any
 
 
 def bench_loop(
-    *, distances: tuple[int, ...] = (3, 5, 7), shots: int = 10_000, p: float = 0.003
+    *, distances: tuple[int, ...] = (3, 5, 7, 9, 13), shots: int = 10_000, p: float = 0.003
 ) -> dict[str, Any]:
-    """The closed loop per distance (rounds = d); latency split into transport and decoding."""
+    """The closed loop per distance (rounds = d); latency split into transport and decoding.
+
+    ``overhead_us_p50`` is the median reaction minus the median decode: what the loop
+    adds to the decoder (a difference of medians, not a per-shot median)."""
     from qhil.host._runner import run_loop
 
     rows = []
@@ -141,6 +144,10 @@ def bench_loop(
                 if lat.p50
                 else 0.0,
                 "decode_share_p50": report.decode_us_per_shot.p50 / lat.p50 if lat.p50 else 0.0,
+                "overhead_us_p50": lat.p50 - report.decode_us_per_shot.p50,
+                "service_path": "compiled shm hot path"
+                if report.host and report.host.get("hot_path")
+                else "general loop",
                 "rounds_per_s": report.rounds_per_s,
                 "budget_miss_fraction": report.budget_miss_fraction,
             }

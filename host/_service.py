@@ -183,6 +183,7 @@ class DecoderService:
             loop.stream = None
         loop.give_up(ready)
         loop.send_end_of_stream()
+        RingHotPath.warm_up(loop.asm)
 
     def serve(
         self,
