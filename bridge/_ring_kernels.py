@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qhil.bridge._atomics import load_acquire_u64, store_release_u64
+from qhil.bridge._atomics import cpu_relax, load_acquire_u64, store_release_u64
 from qhil.bridge._jit import njit_cached
 
 __all__ = [
@@ -95,6 +95,8 @@ def room(ctrl: Arr, n_slots: int, local: Arr, spins: int) -> int:
         if local[0] - local[1] < n_slots:
             return 1
         local[1] = np.int64(load_acquire_u64(ctrl, W_TAIL))  # acquire: slot reads done
+        if local[0] - local[1] >= n_slots:
+            cpu_relax()  # still full: let the core's other work run
     return 1 if local[0] - local[1] < n_slots else 0
 
 
@@ -130,6 +132,7 @@ def pop(ctrl: Arr, slots: Arr, local: Arr, out: Arr, lengths: Arr, spins: int) -
             if local[1] == tail:
                 if closed != 0:
                     return -1
+                cpu_relax()  # empty: let the core's other work run
                 continue
         k = min(local[1] - tail, out.shape[0])
         for i in range(k):

@@ -156,6 +156,8 @@ class PyMatchingDecoder:
                 f"dets must have shape (shots, {self.num_detectors}); got {dets.shape}"
             )
         out = self.matching.decode_batch(dets, enable_correlations=self.correlated)
+        if out.dtype == np.uint8 and out.flags.c_contiguous:  # 0/1 bytes: a bool view, no copy
+            out = out.view(np.bool_)
         return np.asarray(out, dtype=np.bool_).reshape(dets.shape[0], self.num_observables)
 
 

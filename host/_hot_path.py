@@ -72,19 +72,23 @@ def _take(ctrl, slots, local, buf, lengths, nbits, det_off, stream_state, seen, 
 
 
 @njit_cached(nogil=True)
-def _send(ctrl, slots, local, ready, packed, n_obs, status, slot_shot, meta, empty, spins):  # type: ignore[no-untyped-def]
-    """Encode and publish one correction per row of ``ready`` (``packed[i]``: its obs,
-    LSB-first); returns how many went out before the ring stayed full for ``spins``
-    polls (or was closed)."""
-    n_slots = slots.shape[0]
+def _send(ctrl, slots, local, ready, obs, status, slot_shot, meta, scratch, spins):  # type: ignore[no-untyped-def]
+    """Encode and publish one correction per row of ``ready``, ``obs[i]`` (uint8 0/1)
+    its logical flips; returns how many went out before the ring stayed full for
+    ``spins`` polls (or was closed)."""
+    n_slots, n_obs = slots.shape[0], obs.shape[1]
     for i in range(ready.shape[0]):
         if ring_room(ctrl, n_slots, local, spins) != 1:
             return i
+        for b in range((n_obs + 7) // 8):
+            scratch[b] = 0
+        for k in range(n_obs):  # packed LSB-first, as the wire carries them
+            scratch[k >> 3] |= (obs[i, k] != 0) << (k & 7)
         st, sl = ready[i, 0], ready[i, 1]
         t_rx = meta[st, sl, 4] if meta[st, sl, 4] != 0 else meta[st, sl, 1]
         out = slots[local[0] & (n_slots - 1), 4:]
         n = write_correction(out, st, slot_shot[st, sl], meta[st, sl, 2], meta[st, sl, 3],
-                             status, 0, packed[i], n_obs, empty, 0, t_rx, clock_ns())  # fmt: skip
+                             status, 0, scratch, n_obs, scratch, 0, t_rx, clock_ns())  # fmt: skip
         ring_publish(ctrl, slots, local, n)
     return ready.shape[0]
 
@@ -98,7 +102,7 @@ class RingHotPath:
         self.buf = np.zeros((max_batch, rx.max_packet), dtype=np.uint8)
         self.lengths = np.zeros(max_batch, dtype=np.uint32)
         self._out = np.zeros(2, dtype=np.int64)
-        self._empty = np.zeros(1, dtype=np.uint8)
+        self._scratch = np.zeros(8192, dtype=np.uint8)  # one shot's obs, packed: any u16 count
 
     @classmethod
     def for_link(cls, rx: PacketReceiver, tx: PacketSender | object, asm: ShotAssembler,
@@ -115,9 +119,8 @@ class RingHotPath:
         ring = closed_ring_args()
         buf, lengths = np.zeros((1, 252), dtype=np.uint8), np.zeros(1, dtype=np.uint32)
         _take(*ring, buf, lengths, *asm.assemble_args(), 0, np.zeros(2, dtype=np.int64))  # type: ignore[call-arg]  # a variadic tuple mypy cannot count
-        ready = asm.ready_buffer[:1]
-        packed, empty = np.zeros((1, 1), dtype=np.uint8), np.zeros(1, dtype=np.uint8)
-        _send(*ring, ready, packed, 1, 0, asm.slot_shot, asm.meta, empty, 1)
+        obs, scratch = np.zeros((1, 1), dtype=np.uint8), np.zeros(8192, dtype=np.uint8)
+        _send(*ring, asm.ready_buffer[:1], obs, 0, asm.slot_shot, asm.meta, scratch, 1)
 
     def take(self, until_ns: int) -> tuple[int, np.ndarray, int]:
         """Wait in compiled code for the next ready shot(s), at most until ``until_ns``
@@ -135,10 +138,12 @@ class RingHotPath:
             )
         return int(self._out[0]), asm.ready_buffer[: max(n, 0)], int(self._out[1])
 
-    def send_decoded(self, ready: np.ndarray, packed: np.ndarray, n_obs: int, status: int) -> int:
-        """Send the corrections of ``ready`` (int64[n, 2] (stream, slot)); ``packed``:
-        uint8[n, >= 1] C-contiguous, row i the obs flips of shot i. Returns how many went
-        out; the caller sends the rest the slow way (waiting for room)."""
+    def send_decoded(self, ready: np.ndarray, obs: np.ndarray, status: int) -> int:
+        """Send the corrections of ``ready`` (int64[n, 2] (stream, slot)); ``obs``:
+        bool[n, n_obs], the predictions (copied only if not C-contiguous bool). Returns
+        how many went out; the caller sends the rest the slow way (waiting for room)."""
         asm = self._asm
-        return int(_send(*self._tx.kernel_args(), ready, packed, n_obs, status, asm.slot_shot,
-                         asm.meta, self._empty, _SPINS))  # fmt: skip
+        if obs.dtype != np.bool_ or not obs.flags.c_contiguous:
+            obs = np.ascontiguousarray(obs, dtype=np.bool_)
+        return int(_send(*self._tx.kernel_args(), ready, obs.view(np.uint8), status,
+                         asm.slot_shot, asm.meta, self._scratch, _SPINS))  # fmt: skip

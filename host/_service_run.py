@@ -86,6 +86,9 @@ class NullSender:
         return True
 
 
+_DECODED = CorrectionStatus.DECODED
+
+
 class ServiceRun:
     """The service's mutable state for one ``serve`` call."""
 
@@ -162,59 +165,59 @@ class ServiceRun:
         self._send(n)
 
     def decode(self, ready: np.ndarray) -> None:
-        streams, slots = ready[:, 0], ready[:, 1]
+        """Decode the ready shots (int64[n, 2] (stream, slot)), send their corrections,
+        then tally them and free their slots. Nothing but the decoder runs between the
+        shots being ready and their corrections leaving."""
+        t0 = time.monotonic_ns()
+        obs, status = self._run_decoder(ready)
+        t1 = time.monotonic_ns()
+        self._send_corrections(ready, obs, int(status))
+        done = time.monotonic_ns()
+        self._tally(ready, status, t0, t1, done)
+
+    def _run_decoder(self, ready: np.ndarray) -> tuple[np.ndarray, CorrectionStatus]:
+        """bool[n, n_obs] predictions and DECODED, or no columns and DECODER_ERROR."""
         if len(ready) == 1:  # the common, latency-critical case: a view, no copy
             dets = self.asm.dets[ready[0, 0], ready[0, 1] : ready[0, 1] + 1]
         else:
-            dets = self.asm.dets[streams, slots]
-        t0 = time.monotonic_ns()
+            dets = self.asm.dets[ready[:, 0], ready[:, 1]]
         try:
             if self.stream is not None:  # its rounds are in already: ask by (stream, shot)
-                shots = self.asm.slot_shot[streams, slots]
-                obs = self.stream.decode_streamed(streams, shots, dets)
-            else:
-                obs = self.service.decoder.decode_batch(dets)
-            status = CorrectionStatus.DECODED
+                shots = self.asm.slot_shot[ready[:, 0], ready[:, 1]]
+                return self.stream.decode_streamed(ready[:, 0], shots, dets), _DECODED
+            return self.service.decoder.decode_batch(dets), _DECODED
         except Exception as ex:
             self.first_error = self.first_error or f"{type(ex).__name__}: {ex}"
-            obs = np.zeros((len(ready), 0), dtype=np.bool_)
-            status = CorrectionStatus.DECODER_ERROR
-        t1 = time.monotonic_ns()
-        self.calls += 1
-        self.max_batch = max(self.max_batch, len(ready))
-        if obs.shape[1] == 1:  # one observable: the bool byte already is its packed form
-            packed: np.ndarray | None = np.ascontiguousarray(obs).view(np.uint8)
-        elif obs.shape[1]:
-            packed = np.packbits(obs, axis=1, bitorder="little")
-        else:
-            packed = None
-        n_obs = obs.shape[1]
+            return np.zeros((len(ready), 0), dtype=np.bool_), CorrectionStatus.DECODER_ERROR
+
+    def _send_corrections(self, ready: np.ndarray, obs: np.ndarray, status: int) -> None:
         sent = 0
-        if self.hot is not None:
-            rows = packed if packed is not None else np.zeros((len(ready), 1), dtype=np.uint8)
-            sent = self.hot.send_decoded(ready, rows, n_obs, int(status))
-        for i in range(sent, len(ready)):  # the general way, or the ring stayed full
-            self._correction(
-                ready[i, 0],
-                ready[i, 1],
-                int(status),
-                packed[i] if packed is not None else self.empty,
-                n_obs,
-                self.empty,
-                0,
-            )
-        done = time.monotonic_ns()
+        if self.hot is not None:  # packs and sends in one compiled call
+            sent = self.hot.send_decoded(ready, obs, status)
+        if sent == len(ready):
+            return
+        n_obs = obs.shape[1]  # the general way, or the ring stayed full
+        packed = np.packbits(obs, axis=1, bitorder="little") if n_obs else None
+        for i in range(sent, len(ready)):
+            obs_i = packed[i] if packed is not None else self.empty
+            self._correction(ready[i, 0], ready[i, 1], status, obs_i, n_obs, self.empty, 0)
+
+    def _tally(self, ready: np.ndarray, status: CorrectionStatus, t0: int, t1: int,
+               done: int) -> None:  # fmt: skip
+        n = len(ready)
+        self.calls += 1
+        self.max_batch = max(self.max_batch, n)
         if status == CorrectionStatus.DECODED:
-            self.decoded += len(ready)
-            self.rounds_decoded += len(ready) * self.asm.rounds
-            if len(ready) == 1:  # the common case again: no temporary arrays
+            self.decoded += n
+            self.rounds_decoded += n * self.asm.rounds
+            if n == 1:  # the common case again: no temporary arrays
                 self.service_ns.record(done - int(self.asm.meta[ready[0, 0], ready[0, 1], 4]))
             else:
-                self.service_ns.record_many(done - self.asm.meta[streams, slots, 4])
-            self.decode_ns.record((t1 - t0) // len(ready), count=len(ready))
+                self.service_ns.record_many(done - self.asm.meta[ready[:, 0], ready[:, 1], 4])
+            self.decode_ns.record((t1 - t0) // n, count=n)
         else:
-            self.errors += len(ready)
-            self.rounds_error += len(ready) * self.asm.rounds
+            self.errors += n
+            self.rounds_error += n * self.asm.rounds
         for st, slot in ready:
             self.asm.close(st, slot)
 
