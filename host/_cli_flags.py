@@ -47,6 +47,7 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {
     "max_in_flight": ConfigFlag("frontend.max_in_flight", int),
     "correction_timeout_rounds": ConfigFlag("frontend.correction_timeout_rounds", int),
     "stall_timeout_s": ConfigFlag("frontend.stall_timeout_s", float),
+    "frontend_cpu": ConfigFlag("frontend.cpu", int),
     "transport": ConfigFlag("bridge.transport", str),
     "endpoint": ConfigFlag("bridge.endpoint", str),
     "bridge_name": ConfigFlag("bridge.name", str),
@@ -57,6 +58,7 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {
     "decoder": ConfigFlag("decoder.name", str),
     "backend": ConfigFlag("decoder.backend", str),
     "assembly_timeout_rounds": ConfigFlag("decoder.assembly_timeout_rounds", int),
+    "decoder_cpu": ConfigFlag("decoder.cpu", int),
     "out": ConfigFlag("output.dir", str),
 }
 

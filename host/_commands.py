@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run("serve", cfg)
     configure_logging(args.log_format)
+    if cfg.decoder.cpu != -1:  # this process serves until it is stopped: pinned for its life
+        os.sched_setaffinity(0, {cfg.decoder.cpu})
     signals = ServeSignals()
     signals.install()  # from here SIGTERM / Ctrl-C stop cleanly, even during warm-up
     circuit = build_circuit(cfg)

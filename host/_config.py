@@ -20,6 +20,7 @@ qhil.host._config.ConfigError: [experiment] has no key 'distnace'; valid keys: d
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "FrontEndSettings",
     "OutputSettings",
     "RunConfig",
+    "check_cpu",
 ]
 
 
@@ -58,6 +60,20 @@ def _choice(table: str, key: str, value: str, choices: tuple[str, ...]) -> None:
 
 BACKEND_CHOICES = ("auto", "numpy", "numba", "cuda", "cuda-persistent")  # [decoder] backend
 _MIN_STALL_S = 2.0  # a decoder silent this long is unresponsive, whatever the round clock
+
+
+def check_cpu(table: str, cpu: int) -> None:
+    """``cpu`` must be -1 (no pin) or a CPU this process may run on (``pinned``)."""
+    if cpu == -1:
+        return
+    if not hasattr(os, "sched_getaffinity"):
+        raise ConfigError(f"[{table}] cpu = {cpu}: this OS has no CPU affinity; use -1")
+    cpus = sorted(os.sched_getaffinity(0))
+    if cpu not in cpus:
+        raise ConfigError(
+            f"[{table}] cpu = {cpu} is not a CPU this process may run on; "
+            f"choose one of {', '.join(map(str, cpus))}, or -1 (no pin)"
+        )
 
 
 def _positive(table: str, **values: float) -> None:
@@ -106,6 +122,7 @@ class FrontEndSettings:
     correction_timeout_rounds: int = 50_000
     stall_timeout_s: float = 0.0
     max_in_flight: int = 1
+    cpu: int = -1
 
     @property
     def correction_timeout_s(self) -> float:
@@ -132,6 +149,7 @@ class FrontEndSettings:
             raise ConfigError(
                 f"[frontend] stall_timeout_s must be >= 0 (0: auto); got {self.stall_timeout_s}"
             )
+        check_cpu("frontend", self.cpu)
         if self.correction_timeout_s >= self.stall_s:
             raise ConfigError(
                 f"[frontend] correction_timeout_rounds = {self.correction_timeout_rounds:,} "
@@ -207,6 +225,7 @@ class DecoderSettings:
     window: int = 4
     assembly_timeout_rounds: int = 10_000
     spawn: bool = True
+    cpu: int = -1
 
     def __post_init__(self) -> None:
         from qhil.host._decoders import DECODERS, DECODERS_WITH_KERNELS
@@ -221,6 +240,7 @@ class DecoderSettings:
         _positive(
             "decoder", window=self.window, assembly_timeout_rounds=self.assembly_timeout_rounds
         )
+        check_cpu("decoder", self.cpu)
         if self.backend != "auto" and self.name not in DECODERS_WITH_KERNELS:
             raise ConfigError(
                 f"[decoder] backend = {self.backend!r} does not apply to name = {self.name!r}, "
@@ -289,6 +309,13 @@ class RunConfig:
                 f"{self.frontend.correction_timeout_rounds:,}: the decoder must give a shot up "
                 "(and say so) before the front end stops waiting for it; lower "
                 "assembly_timeout_rounds or raise correction_timeout_rounds"
+            )
+        f, d = self.frontend.cpu, self.decoder.cpu
+        if f == d != -1 and self.decoder.spawn:
+            raise ConfigError(
+                f"[frontend] cpu and [decoder] cpu are both {f}: the two busy-polling "
+                "processes would share one CPU and wait on each other; pin them to "
+                "different CPUs, or leave one at -1"
             )
 
     @property

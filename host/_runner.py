@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import time
 import traceback
@@ -45,6 +46,7 @@ from qhil.bridge import (
     warm_up,
 )
 from qhil.fpga import CycleModel, DetectorProgram, FrontEndConfig, FrontEndResult
+from qhil.host._affinity import pinned
 from qhil.host._config import RunConfig
 from qhil.host._metrics import FrontEndSnapshot, MetricsExporter
 from qhil.host._prepare import compiling_message, preparing
@@ -173,6 +175,8 @@ def _service_main(
         signal.signal(signum, signal.SIG_IGN)  # the parent decides when to stop
     bridge = None
     try:
+        if config.decoder.cpu != -1:  # a process of its own: pinned for its life
+            os.sched_setaffinity(0, {config.decoder.cpu})
         circuit = stim.Circuit(circuit_text)
         service = DecoderService.from_circuit(circuit, config=service_config(config))
         with on_first_compile(lambda: _tell_parent(conn, ("status", compiling_message("decoder")))):
@@ -322,10 +326,11 @@ def run_loop(
             if bridge is None:
                 bridge = open_bridge(spec, side="fpga", keys=keys, layout=circuit_layout(circuit))
             tx = _with_faults(bridge.tx, config, side=0)
-            result = _front_end(
-                model, circuit, config, tx=tx, rx=bridge.rx, requests=requests,
-                progress=progress, console=console, on_start=on_start,
-            )  # fmt: skip
+            with pinned("frontend", config.frontend.cpu):  # after the decoder was spawned
+                result = _front_end(
+                    model, circuit, config, tx=tx, rx=bridge.rx, requests=requests,
+                    progress=progress, console=console, on_start=on_start,
+                )  # fmt: skip
             faults_up: tuple[InjectedFault, ...] = ()
             if isinstance(tx, FaultInjector):
                 tx.flush()
