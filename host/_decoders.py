@@ -167,8 +167,15 @@ DecoderFactory = Callable[[stim.Circuit, str], Decoder]
 _REGISTRY: dict[str, DecoderFactory] = {
     "pymatching": lambda c, _: PyMatchingDecoder.from_circuit(c),
     "pymatching-correlated": lambda c, _: PyMatchingDecoder.from_circuit(c, correlated=True),
+    "pymatching-windowed": lambda c, _: _windowed(c),
     "predecoder": lambda c, backend: _predecoder(c, backend),
 }
+
+
+def _windowed(circuit: stim.Circuit) -> Decoder:
+    from qhil.host._windowed_stream import StreamedWindows  # imports qhil.fpga
+
+    return StreamedWindows.from_circuit(circuit)
 
 
 def _predecoder(circuit: stim.Circuit, backend: str) -> Decoder:
