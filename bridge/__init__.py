@@ -29,6 +29,7 @@ from qhil.bridge._curve import CurveKeys, generate_keys
 from qhil.bridge._faults import KINDS as FAULT_KINDS
 from qhil.bridge._faults import FaultInjector, InjectedFault
 from qhil.bridge._floor import FLOOR_METHODS, Floor, floor_round_trips
+from qhil.bridge._gc_pause import GcPause
 from qhil.bridge._hostile import HOSTILE_KINDS, hostile_messages
 from qhil.bridge._jit import (
     KernelCacheReport,
@@ -130,6 +131,7 @@ __all__ = [
     "CurveKeys",
     "FaultInjector",
     "Floor",
+    "GcPause",
     "InjectedFault",
     "KernelCacheReport",
     "PacketError",

@@ -36,6 +36,7 @@ from qhil.bridge import (
     FLAG_END_OF_STREAM,
     FLAG_FIRST_ROUND,
     FLAG_LAST_ROUND,
+    GcPause,
     PacketReceiver,
     PacketSender,
     write_syndrome,
@@ -71,6 +72,7 @@ class CycleModel:
         )
         self.regs.write("CTRL", 1 << 1 if config.mode == "lockstep" else 0)
         self._corrections = CorrectionIntake(config, num_observables)
+        self._gc = GcPause(every_s=_PROGRESS_EVERY_NS / 1e9)
         # Compile the numba encoder now, with the argument types the run uses.
         scratch = np.zeros(64, dtype=np.uint8)
         write_syndrome(scratch, 0, 0, 0, 0, 0, 0, scratch[:1], 0)
@@ -125,9 +127,10 @@ class CycleModel:
         run.start_clock(self.config.fabric_clock_hz)
         self.regs.write("CTRL", self.regs.read("CTRL") | 1)
         self.regs.set("STATUS", 1)
-        while taken is not None and not run.aborted:
-            self._stream(run, *taken, tx, on_progress, should_stop)
-            taken = None if run.aborted else self._between_chunks(run, chunks)
+        with self._gc:  # collected between shots (_check_in), never during one
+            while taken is not None and not run.aborted:
+                self._stream(run, *taken, tx, on_progress, should_stop)
+                taken = None if run.aborted else self._between_chunks(run, chunks)
         if run.taken < shots and not run.aborted:
             raise ValueError(f"the measurement chunks held {run.taken} shots; shots={shots}")
         self._finish(run, tx)
@@ -236,6 +239,7 @@ class CycleModel:
         if now < run.next_progress:
             return
         run.next_progress = now + _PROGRESS_EVERY_NS
+        self._gc.collect(now)
         self._sync_registers(run)
         if on_progress is not None:
             on_progress(shot + 1, run.resolved)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import stim
 
-from qhil.bridge import PacketReceiver, PacketSender, SessionEnded, TransportClosed
+from qhil.bridge import GcPause, PacketReceiver, PacketSender, SessionEnded, TransportClosed
 from qhil.fpga import DetectorProgram
 from qhil.host._decoders import Decoder, make_decoder
 from qhil.host._hot_path import RingHotPath
@@ -231,41 +231,43 @@ class DecoderService:
         if loop.stream is None:  # a streaming decoder is handed each packet in Python
             hot = loop.hot = RingHotPath.for_link(rx, loop.tx, asm, max_batch=batch)
         no_shots = asm.ready_buffer[:0]
-        while True:
-            try:
-                if hot is not None:  # the shm ring: compiled until a shot is ready
-                    n, ready, now = hot.take(until_ns=next_expiry)
-                else:
-                    n = rx.recv_into(buf, lengths, timeout_s=2e-3)
-                    now = time.monotonic_ns()
-                    ready = asm.add(buf, lengths, n, now) if n else no_shots
-                    if n and loop.stream is not None:
-                        loop.forward(buf, lengths, n)
-            except SessionEnded:  # its front end left or restarted: this state is void
-                stopped_by = "session_ended"
-                break
-            except TransportClosed:
-                stopped_by = "transport_closed"
-                break
-            if len(ready):
-                loop.decode(ready)
-            if eos_at == 0 and asm.end_of_stream_seen:
-                eos_at = now
-            flush = eos_at and now - eos_at > cfg.eos_grace_s * 1e9
-            # Expiry is a scan over every open slot; timeouts are in ms, so every
-            # 200 us is plenty and keeps the scan off the per-shot path.
-            if flush or now >= next_expiry:
-                next_expiry = now + 200_000
-                expired = asm.expired(now, flush=bool(flush))
-                if len(expired):
-                    loop.give_up(expired)
-            if flush and asm.open_shots == 0:
-                loop.send_end_of_stream()
-                break
-            if n == 0 and should_stop():
-                stopped_by = "shutdown"
-                loop.give_up(asm.expired(now, flush=True))
-                break
+        with GcPause() as pause:  # collected at the expiry points below, not mid-shot
+            while True:
+                try:
+                    if hot is not None:  # the shm ring: compiled until a shot is ready
+                        n, ready, now = hot.take(until_ns=next_expiry)
+                    else:
+                        n = rx.recv_into(buf, lengths, timeout_s=2e-3)
+                        now = time.monotonic_ns()
+                        ready = asm.add(buf, lengths, n, now) if n else no_shots
+                        if n and loop.stream is not None:
+                            loop.forward(buf, lengths, n)
+                except SessionEnded:  # its front end left or restarted: this state is void
+                    stopped_by = "session_ended"
+                    break
+                except TransportClosed:
+                    stopped_by = "transport_closed"
+                    break
+                if len(ready):
+                    loop.decode(ready)
+                if eos_at == 0 and asm.end_of_stream_seen:
+                    eos_at = now
+                flush = eos_at and now - eos_at > cfg.eos_grace_s * 1e9
+                # Expiry is a scan over every open slot; timeouts are in ms, so every
+                # 200 us is plenty and keeps the scan off the per-shot path.
+                if flush or now >= next_expiry:
+                    next_expiry = now + 200_000
+                    expired = asm.expired(now, flush=bool(flush))
+                    if len(expired):
+                        loop.give_up(expired)
+                    pause.collect(now)
+                if flush and asm.open_shots == 0:
+                    loop.send_end_of_stream()
+                    break
+                if n == 0 and should_stop():
+                    stopped_by = "shutdown"
+                    loop.give_up(asm.expired(now, flush=True))
+                    break
         return stopped_by
 
 

@@ -213,7 +213,7 @@ def test_type_errors(text: str, message: str) -> None:
         ("bridge", "transport", "zmq", "[bridge] transport = 'zmq' needs an endpoint"),
         ("decoder", "name", "mwpm",
          "[decoder] name = 'mwpm' is not valid; choose one of: pymatching, pymatching-correlated, "
-         "predecoder"),
+         "pymatching-windowed, predecoder"),
         ("decoder", "window", 0, "[decoder] window must be > 0; got 0"),
         ("decoder", "assembly_timeout_rounds", 0,
          "[decoder] assembly_timeout_rounds must be > 0; got 0"),
