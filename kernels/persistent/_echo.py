@@ -121,15 +121,8 @@ ECHO_SIGNATURE = (
 
 
 @njit_cached(nogil=True)
-def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs,
-                   local, payload, hdr, data, obs, max_spins) -> int:  # fmt: skip
-    """Publish ``payload`` as the next window and spin for one result.
-
-    1: echoed; 0: published, no result within ``max_spins`` polls (call ``_wait``);
-    -1: the input ring is full.
-    """
-    if produce_window(ctrl, in_seq, in_hdr, in_data, local, 0, local[0], payload) == 0:
-        return -1
+def _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_spins) -> int:
+    """1 once one result was copied out, 0 if none within ``max_spins`` polls."""
     spins = 0
     while consume_results(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
         spins += 1
@@ -139,13 +132,16 @@ def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, ou
 
 
 @njit_cached(nogil=True)
-def _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_spins) -> int:
-    spins = 0
-    while consume_results(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs) == 0:
-        spins += 1
-        if spins >= max_spins:
-            return 0
-    return 1
+def _send_and_wait(ctrl, in_seq, in_hdr, in_data, out_seq, out_hdr, out_data, out_obs,
+                   local, payload, hdr, data, obs, max_spins) -> int:  # fmt: skip
+    """Publish ``payload`` as the next window and spin for one result.
+
+    1: echoed; 0: published, no result within ``max_spins`` polls (call ``_wait``);
+    -1: the input ring is full.
+    """
+    if produce_window(ctrl, in_seq, in_hdr, in_data, local, 0, local[0], payload) == 0:
+        return -1
+    return _wait(ctrl, out_seq, out_hdr, out_data, out_obs, local, hdr, data, obs, max_spins)
 
 
 @njit_cached(nogil=True)
