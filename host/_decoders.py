@@ -20,7 +20,7 @@ array([[False],
 >>> make_decoder("mwpm", circuit)
 Traceback (most recent call last):
 ...
-ValueError: unknown decoder 'mwpm'; choose one of: pymatching, pymatching-correlated, pymatching-windowed, predecoder
+ValueError: unknown decoder 'mwpm'; choose one of: pymatching, pymatching-correlated, ...predecoder
 """
 
 from __future__ import annotations

@@ -103,6 +103,13 @@ class RingHotPath:
         self.lengths = np.zeros(max_batch, dtype=np.uint32)
         self._out = np.zeros(2, dtype=np.int64)
         self._scratch = np.zeros(8192, dtype=np.uint8)  # one shot's obs, packed: any u16 count
+        # The calls' arguments, gathered once: each Python-side step costs on this path.
+        # The ring views stay valid while the service runs (its ends close after it).
+        state = asm.assemble_args()
+        self._take_args = (*rx.kernel_args(), self.buf, self.lengths, *state)
+        self._tx_ring = tx.kernel_args()
+        self._send_tail = (asm.slot_shot, asm.meta, self._scratch, _SPINS)
+        self._ready = asm.ready_buffer
 
     @classmethod
     def for_link(cls, rx: PacketReceiver, tx: PacketSender | object, asm: ShotAssembler,
@@ -127,23 +134,19 @@ class RingHotPath:
         (``time.monotonic_ns`` clock). Returns (packets taken, ready (stream, slot)
         pairs as ``ShotAssembler.add`` gives them, the clock at return). Raises
         ``TransportClosed`` once the ring is closed and drained."""
-        asm = self._asm
-        state = asm.assemble_args()
-        n = _take(*self._rx.kernel_args(), self.buf, self.lengths, *state, until_ns, self._out)  # type: ignore[call-arg]  # a variadic tuple mypy cannot count
+        n = _take(*self._take_args, until_ns, self._out)  # type: ignore[call-arg]  # a variadic tuple mypy cannot count
         if n == -1:
             raise TransportClosed(f"ring {self._rx.name!r} is closed and drained (end of stream)")
         if n == -2:
             raise RuntimeError(
                 f"ring {self._rx.name!r}: a slot length exceeds max_packet (corrupt)"
             )
-        return int(self._out[0]), asm.ready_buffer[: max(n, 0)], int(self._out[1])
+        return int(self._out[0]), self._ready[: max(n, 0)], int(self._out[1])
 
     def send_decoded(self, ready: np.ndarray, obs: np.ndarray, status: int) -> int:
         """Send the corrections of ``ready`` (int64[n, 2] (stream, slot)); ``obs``:
         bool[n, n_obs], the predictions (copied only if not C-contiguous bool). Returns
         how many went out; the caller sends the rest the slow way (waiting for room)."""
-        asm = self._asm
         if obs.dtype != np.bool_ or not obs.flags.c_contiguous:
             obs = np.ascontiguousarray(obs, dtype=np.bool_)
-        return int(_send(*self._tx.kernel_args(), ready, obs.view(np.uint8), status,
-                         asm.slot_shot, asm.meta, self._scratch, _SPINS))  # fmt: skip
+        return int(_send(*self._tx_ring, ready, obs.view(np.uint8), status, *self._send_tail))
