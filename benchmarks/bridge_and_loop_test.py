@@ -11,7 +11,7 @@ from qhil.host import bench_bridge, bench_loop
 def test_benchmark_produces_every_figure_it_reports() -> None:
     bridge = bench_bridge(packets=200, warmup=50)
     loop = bench_loop(distances=(3,), shots=200)
-    for name in ("shm ring", "zmq ipc://", "zmq tcp://127.0.0.1"):
+    for name in ("shm ring", "shm ring, compiled ends", "zmq ipc://", "zmq tcp://127.0.0.1"):
         assert bridge["round_trip_us"][name]["n"] == 200
         ratio = bridge["ratio_to_floor"][name]["p50"]
         assert (

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from qhil.bridge import BridgeSpec, TransportClosed, floor_round_trips, open_bridge, packet_buffers
+from qhil.host._bench_ring import compiled_ring_round_trips
 from qhil.host._config import RunConfig
 from qhil.host._report import machine_description
 from qhil.host._stats import Percentiles
@@ -91,6 +92,9 @@ def bench_bridge(*, packets: int = 20_000, warmup: int = 2_000) -> dict[str, Any
         for label, spec in specs.items():
             rtt = _round_trips(spec, packets=packets, warmup=warmup)
             results[label] = Percentiles.of(rtt).scaled(1e-3).__dict__
+            if label == "shm ring":  # the same ring, the Python taken away
+                rtt = compiled_ring_round_trips(packets, warmup=warmup, packet_bytes=_PACKET)
+                results["shm ring, compiled ends"] = Percentiles.of(rtt).scaled(1e-3).__dict__
     ratios = {
         label: {k: p[k] / floor_us[k] for k in ("p50", "p99", "p999") if floor_us[k] > 0}
         for label, p in results.items()
