@@ -31,11 +31,9 @@ from qhil.fpga._driver import (
     which_frontend,
 )
 from qhil.fpga._driver_relay import RelayStats, relay
-from qhil.fpga._frontend_model import FrontendModel
-from qhil.fpga._frontend_ports import FrontendParams
-from qhil.fpga._frontend_stimulus import FrontendTrace, Stimulus
 from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStats
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
+from qhil.fpga.rtl_model import FrontendModel, FrontendParams, FrontendTrace, Stimulus
 
 __all__ = [
     "BITSTREAM_ENV",

@@ -1,7 +1,7 @@
 """Which circuit a bitstream was built for: its detector-program manifest, and the build inputs.
 
 A bitstream's detection-event unit holds one circuit's detector program in a
-ROM (``fpga/_detprog_rom.py``). Sending it another circuit's measurements
+ROM (``fpga/rtl_model/_detprog_rom.py``). Sending it another circuit's measurements
 gives wrong detection events and no error, so the build writes a manifest
 next to the ``.bit`` (``<name>.qhil.json``), and ``FrontEnd.open`` checks the
 circuit it is given against it.
@@ -36,7 +36,7 @@ from pathlib import Path
 import stim
 
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._detprog_rom import encode_rom, write_rom
+from qhil.fpga.rtl_model import encode_rom, write_rom
 
 __all__ = ["MANIFEST_SUFFIX", "ProgramManifest", "main", "manifest_path", "prepare_build"]
 

@@ -135,8 +135,7 @@ def test_the_twin_agrees_with_the_rtl_model_on_packets_and_counters() -> None:
     """Same rounds and corrections into the twin and into ``FrontendModel`` (the RTL's
     cycle-accurate model): the same packets (but ``t_fpga``) and the same counters
     (but the latency ones, which count wall-clock time in the twin)."""
-    from qhil.fpga._frontend_model import FrontendModel
-    from qhil.fpga._frontend_stimulus import Stimulus
+    from qhil.fpga.rtl_model import FrontendModel, Stimulus
 
     circuit = surface_circuit(d=3, rounds=2, p=0.05)
     fe = FrontEnd.open(circuit, target="model")

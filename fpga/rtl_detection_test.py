@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from qhil.fpga._detprog_rom import write_rom
 from qhil.fpga._rtl_testing import RTL, simulate, simulator, synthesize
+from qhil.fpga.rtl_model import write_rom
 
 SOURCE = RTL / "qhil_detection_unit.v"
 TEST_MODULE = "qhil.fpga.rtl_detection_cocotb"

@@ -25,11 +25,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._frontend_model import FrontendModel
-from qhil.fpga._frontend_ports import OUTPUT_PORTS, FrontendInputs, FrontendOutputs
-from qhil.fpga._frontend_scenario import ScenarioHost
-from qhil.fpga._frontend_stimulus import header_field
 from qhil.fpga._regmap import REGISTERS
+from qhil.fpga.rtl_model import (
+    OUTPUT_PORTS,
+    FrontendInputs,
+    FrontendModel,
+    FrontendOutputs,
+    ScenarioHost,
+    header_field,
+)
 
 NOISE = 0.01
 _NAMES = {r.offset: r.name for r in REGISTERS}

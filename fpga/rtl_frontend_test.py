@@ -25,8 +25,6 @@ from typing import Any
 import pytest
 
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._detprog_rom import write_rom
-from qhil.fpga._frontend_ports import INPUT_PORTS, OUTPUT_PORTS, FrontendParams
 from qhil.fpga._rtl_testing import (
     RTL,
     cell_counts,
@@ -35,6 +33,7 @@ from qhil.fpga._rtl_testing import (
     simulator,
     synthesize,
 )
+from qhil.fpga.rtl_model import INPUT_PORTS, OUTPUT_PORTS, FrontendParams, write_rom
 
 SOURCES = [
     RTL / f"{m}.v"

@@ -1,4 +1,5 @@
-"""Runs every ``>>>`` example in every qhil module, so documented examples stay true."""
+"""Runs every ``>>>`` example in every qhil module, subpackages included, so documented
+examples stay true."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def _modules() -> list[str]:
     for pkg_name in PACKAGES:
         pkg = importlib.import_module(pkg_name)
         names.append(pkg_name)
-        for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{pkg_name}."):
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg_name}."):
             # *_cocotb modules are HDL testbenches: they need cocotb and a simulator.
             if not info.name.endswith(("_test", "__main__", "_cocotb")):
                 names.append(info.name)

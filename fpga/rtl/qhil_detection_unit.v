@@ -27,7 +27,7 @@
 //
 // ROM format ($readmemh, file named by parameter ROM_FILE, default from the define
 // QHIL_DETPROG_ROM, else "qhil_detprog.hex" relative to the simulator's directory).
-// Written by qhil.fpga._detprog_rom.write_rom. One line per round t = 0..ROUNDS_MAX-1,
+// Written by qhil.fpga.rtl_model._detprog_rom.write_rom. One line per round t = 0..ROUNDS_MAX-1,
 // one WORD_W-bit word per line in hex, most significant digit first. Fields, from bit 0:
 //   for detector i = 0..MAX_DETS-1, entry at [i*ENTRY_W +: ENTRY_W], ENTRY_W = 1 + MAX_TERMS*IDX_W:
 //     bit 0                   ref: the detector's noiseless parity, XORed in

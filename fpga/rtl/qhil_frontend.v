@@ -1,7 +1,7 @@
 // qhil_frontend: the QEC front end. Measurements in, wire-v1 syndrome packets out,
 // correction packets in, logical frame out, with an AXI4-Lite register block.
 //
-// The cycle-accurate twin is qhil.fpga.FrontendModel (fpga/_frontend_model.py);
+// The cycle-accurate twin is qhil.fpga.FrontendModel (fpga/rtl_model/_frontend_model.py);
 // fpga/rtl_frontend_test.py proves them equal, port by port and cycle by cycle.
 // fpga/rtl/README.md has the block diagram and the latency table.
 //
@@ -84,7 +84,7 @@
 `endif
 
 module qhil_frontend #(
-    // Detection-event unit and its ROM (fpga/_detprog_rom.py writes the file).
+    // Detection-event unit and its ROM (fpga/rtl_model/_detprog_rom.py writes the file).
     parameter MAX_MEAS     = 169,
     parameter MAX_DETS     = 168,
     parameter MAX_TERMS    = 5,

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from qhil.bridge import SYNDROME_HEADER_SIZE, Reason, parse_correction
-from qhil.fpga._detprog_rom import CNT_WIDTH, RomLayout
 from qhil.fpga._regmap import CTRL_BITS, REGISTERS
+from qhil.fpga.rtl_model._detprog_rom import CNT_WIDTH, RomLayout
 
 __all__ = ["CorrectionRxModel", "DetectionUnitModel", "PacketizerModel", "RegsModel"]
 

@@ -16,15 +16,15 @@ from typing import NamedTuple
 
 from qhil.bridge import Reason
 from qhil.fpga._correction_rules import CorrectionCounters, Verdict, judge
-from qhil.fpga._detprog_rom import RomLayout
-from qhil.fpga._frontend_parts import (
+from qhil.fpga._regmap import STATUS_BITS as _STATUS
+from qhil.fpga.rtl_model._detprog_rom import RomLayout
+from qhil.fpga.rtl_model._frontend_parts import (
     CorrectionRxModel,
     DetectionUnitModel,
     PacketizerModel,
     RegsModel,
 )
-from qhil.fpga._frontend_ports import FrontendParams
-from qhil.fpga._regmap import STATUS_BITS as _STATUS
+from qhil.fpga.rtl_model._frontend_ports import FrontendParams
 
 __all__ = ["FrontendState", "InputWires", "QueueWires", "Settings", "TableWires"]
 

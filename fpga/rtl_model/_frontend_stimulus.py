@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from qhil.bridge import FLAGS_AT, SYN_N_BITS_AT, SYN_T_FPGA_AT, SYNDROME_HEADER_SIZE
-from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs
 from qhil.fpga._regmap import REGISTERS
+from qhil.fpga.rtl_model._frontend_ports import FrontendInputs, FrontendOutputs
 
 __all__ = ["AxiOp", "FrontendTrace", "MeasBeat", "Stimulus", "SyndromeOut", "header_field"]
 

@@ -9,8 +9,8 @@ buffer in front of the packetizer. ``FrontendModel.step`` calls them in order.
 
 from __future__ import annotations
 
-from qhil.fpga._frontend_ports import FrontendInputs
-from qhil.fpga._frontend_state import FrontendState, InputWires, QueueWires
+from qhil.fpga.rtl_model._frontend_ports import FrontendInputs
+from qhil.fpga.rtl_model._frontend_state import FrontendState, InputWires, QueueWires
 
 __all__ = ["clock_input_stage", "clock_queue", "input_stage", "queue_stage", "step_submodules"]
 

@@ -18,7 +18,7 @@ from qhil.bridge import CorrectionPacket, CorrectionStatus, Reason, SyndromePack
 from qhil.fpga import FrontendModel, FrontendParams, Stimulus
 from qhil.fpga._correction_rules import Verdict, judge
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._frontend_scenario import ScenarioHost
+from qhil.fpga.rtl_model._frontend_scenario import ScenarioHost
 
 NOISE = 0.02
 D13 = {"max_meas": 169, "max_dets": 168, "max_terms": 5, "rounds_max": 16}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from qhil.bridge import Reason
 from qhil.fpga._correction_rules import ACCEPTED, CorrectionCounters, Verdict
-from qhil.fpga._frontend_state import (
+from qhil.fpga.rtl_model._frontend_state import (
     FrontendState,
     InputWires,
     QueueWires,

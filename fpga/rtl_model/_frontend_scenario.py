@@ -40,9 +40,9 @@ from qhil.bridge import (
     CorrectionStatus,
 )
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs
-from qhil.fpga._frontend_stimulus import AxiOp, Stimulus, SyndromeOut
 from qhil.fpga._regmap import REGISTERS
+from qhil.fpga.rtl_model._frontend_ports import FrontendInputs, FrontendOutputs
+from qhil.fpga.rtl_model._frontend_stimulus import AxiOp, Stimulus, SyndromeOut
 
 __all__ = ["ScenarioHost"]
 

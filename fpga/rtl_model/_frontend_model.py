@@ -32,17 +32,17 @@ from typing import TYPE_CHECKING
 import stim
 
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._detprog_rom import RomLayout, encode_rom
-from qhil.fpga._frontend_datapath import (
+from qhil.fpga.rtl_model._detprog_rom import RomLayout, encode_rom
+from qhil.fpga.rtl_model._frontend_datapath import (
     clock_input_stage,
     clock_queue,
     input_stage,
     queue_stage,
     step_submodules,
 )
-from qhil.fpga._frontend_ports import FrontendInputs, FrontendOutputs, FrontendParams
-from qhil.fpga._frontend_state import FrontendState, Settings
-from qhil.fpga._frontend_table import (
+from qhil.fpga.rtl_model._frontend_ports import FrontendInputs, FrontendOutputs, FrontendParams
+from qhil.fpga.rtl_model._frontend_state import FrontendState, Settings
+from qhil.fpga.rtl_model._frontend_table import (
     clock_counters,
     clock_table_storage,
     judge_first_stage,
@@ -50,7 +50,7 @@ from qhil.fpga._frontend_table import (
 )
 
 if TYPE_CHECKING:
-    from qhil.fpga._frontend_stimulus import FrontendTrace, Stimulus
+    from qhil.fpga.rtl_model._frontend_stimulus import FrontendTrace, Stimulus
 
 __all__ = ["FrontendModel"]
 
