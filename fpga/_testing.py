@@ -22,10 +22,11 @@ import stim
 
 from qhil.bridge import CorrectionPacket, ShmRing, SyndromePacket, packet_buffers
 from qhil.bridge import warm_up as warm_up_bridge
+from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._cycle_model import CycleModel
-from qhil.fpga._driver import FrontEnd, FrontEndConfig
 from qhil.fpga._ledger import Fate, FrontEndResult
 from qhil.fpga._regmap import REGISTERS, STATUS_BITS
+from qhil.fpga.driver import FrontEnd
 
 __all__ = [
     "FAST_TIMEOUTS",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import qhil.fpga._driver as driver
-from qhil.fpga._board import BoardProbe
+import qhil.fpga.driver._driver as driver
+from qhil.fpga.driver._board import BoardProbe
 from qhil.host import main
 
 

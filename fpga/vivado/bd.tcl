@@ -2,9 +2,9 @@
 #
 # UNTESTED: written without Vivado (see README.md). Sourced by build.tcl, which calls
 # qhil_create_bd. The names below are the ones qhil's PYNQ driver looks for
-# (fpga/_pynq_backend.py: LINK_DMA, REPLAY_DMA; the IP type qhil_frontend), and the
+# (fpga/driver/_pynq_backend.py: LINK_DMA, REPLAY_DMA; the IP type qhil_frontend), and the
 # qhil_frontend port names are the fixed ones of fpga/rtl/qhil_frontend.v;
-# fpga/vivado_test.py checks both.
+# fpga/driver/vivado_test.py checks both.
 #
 #   PS M_AXI_HPM0_FPD -> axi_ctrl -> qhil_frontend_0/s_axi        0xA000_0000, 4 KiB
 #                                 -> axi_dma_link/S_AXI_LITE      0xA001_0000, 64 KiB

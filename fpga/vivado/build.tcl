@@ -2,7 +2,7 @@
 #
 # UNTESTED: written without Vivado (see README.md for how to run it and what to check).
 #
-#   python -m qhil.fpga._driver_program CIRCUIT.stim --out PREP_DIR
+#   python -m qhil.fpga.driver._driver_program CIRCUIT.stim --out PREP_DIR
 #   vivado -mode batch -source fpga/vivado/build.tcl -tclargs PREP_DIR OUT_DIR ?JOBS?
 #
 # OUT_DIR receives qhil_rfsoc4x2.bit, qhil_rfsoc4x2.hwh (PYNQ's Overlay reads both) and
@@ -14,7 +14,7 @@ set rtl_dir [file normalize [file join $here .. rtl]]
 
 if {[llength $argv] < 2} {
     puts stderr "usage: vivado -mode batch -source build.tcl -tclargs PREP_DIR OUT_DIR ?JOBS?"
-    puts stderr "  PREP_DIR: from `python -m qhil.fpga._driver_program CIRCUIT.stim --out PREP_DIR`"
+    puts stderr "  PREP_DIR: from `python -m qhil.fpga.driver._driver_program CIRCUIT.stim --out PREP_DIR`"
     exit 2
 }
 set prep_dir [file normalize [lindex $argv 0]]
@@ -31,7 +31,7 @@ set name qhil_$board
 
 foreach f {qhil_params.tcl qhil_detprog.hex qhil_program.json} {
     if {![file exists [file join $prep_dir $f]]} {
-        error "$prep_dir/$f is missing: run `python -m qhil.fpga._driver_program CIRCUIT.stim\
+        error "$prep_dir/$f is missing: run `python -m qhil.fpga.driver._driver_program CIRCUIT.stim\
             --out $prep_dir` first (it writes the ROM, the RTL parameters and the manifest)"
     }
 }

@@ -26,10 +26,10 @@ import stim
 from qhil.bridge import packet_buffers, syndrome_size
 from qhil.fpga import FrontEnd, FrontEndConfig, FrontEndTimeout
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_model import FrontEndTwin
-from qhil.fpga._driver_program import ProgramManifest, manifest_path
-from qhil.fpga._pynq_backend import CORRECTION_BYTES
 from qhil.fpga._testing import drain_syndromes, exchange_and_check, surface_circuit
+from qhil.fpga.driver._driver_model import FrontEndTwin
+from qhil.fpga.driver._driver_program import ProgramManifest, manifest_path
+from qhil.fpga.driver._pynq_backend import CORRECTION_BYTES
 
 FRONTEND_ADDR = 0xA000_0000
 _DMA = "xilinx.com:ip:axi_dma:7.1"
@@ -265,7 +265,7 @@ def test_exchange_through_the_fake_dmas(
 def test_back_pressure_times_out_with_an_exact_resume_point(
     circuit: stim.Circuit, bitstream: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import qhil.fpga._pynq_backend as backend
+    import qhil.fpga.driver._pynq_backend as backend
 
     # The IP holds 1 packet and the host-side queue 1 more: lockstep must push back.
     monkeypatch.setattr(backend, "RX_QUEUE", 1)

@@ -18,9 +18,9 @@ from qhil.fpga import (
     FrontEndTimeout,
     which_frontend,
 )
-from qhil.fpga._board import BoardProbe
-from qhil.fpga._driver_model import FrontEndTwin
 from qhil.fpga._testing import correction_for, drain_syndromes, exchange_and_check, surface_circuit
+from qhil.fpga.driver._board import BoardProbe
+from qhil.fpga.driver._driver_model import FrontEndTwin
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_configure_writes_the_config_and_checks_the_clock(fe: FrontEnd) -> None:
 def test_targets_are_checked_and_auto_falls_back_saying_why(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import qhil.fpga._driver as driver
+    import qhil.fpga.driver._driver as driver
 
     no_board = BoardProbe(False, "no PYNQ device found (test); the cycle model is used")
     monkeypatch.setattr(driver, "find_board", lambda: no_board)
@@ -133,7 +133,7 @@ def test_targets_are_checked_and_auto_falls_back_saying_why(
 
 
 def test_a_board_without_a_bitstream(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
-    import qhil.fpga._driver as driver
+    import qhil.fpga.driver._driver as driver
 
     monkeypatch.setattr(driver, "find_board", lambda: BoardProbe(True, "found", name="RFSoC4x2"))
     monkeypatch.delenv("QHIL_BITSTREAM", raising=False)

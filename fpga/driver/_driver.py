@@ -46,19 +46,19 @@ import numpy as np
 import stim
 
 from qhil.bridge import syndrome_size
-from qhil.fpga._board import find_board
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_backend import Backend, open_backend
-from qhil.fpga._driver_buffers import (
+from qhil.fpga._regmap import CTRL_BITS, REGISTERS, STATUS_BITS
+from qhil.fpga.driver._board import find_board
+from qhil.fpga.driver._driver_backend import Backend, open_backend
+from qhil.fpga.driver._driver_buffers import (
     ReplayBuffer,
     check_syndrome_buffers,
     lay_out_replay,
     replay_rows,
 )
-from qhil.fpga._driver_model import HEADER_END_OF_STREAM
-from qhil.fpga._driver_regs import RegisterBlock, frontend_registers
-from qhil.fpga._regmap import CTRL_BITS, REGISTERS, STATUS_BITS
+from qhil.fpga.driver._driver_model import HEADER_END_OF_STREAM
+from qhil.fpga.driver._driver_regs import RegisterBlock, frontend_registers
 
 __all__ = [
     "BITSTREAM_ENV",

@@ -32,7 +32,7 @@ from qhil.bridge import (
     TransportClosed,
     packet_buffers,
 )
-from qhil.fpga._driver import FrontEnd, FrontEndTimeout, ReplayBuffer
+from qhil.fpga.driver._driver import FrontEnd, FrontEndTimeout, ReplayBuffer
 
 __all__ = ["RelayStats", "relay"]
 

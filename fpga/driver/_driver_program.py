@@ -6,7 +6,7 @@ gives wrong detection events and no error, so the build writes a manifest
 next to the ``.bit`` (``<name>.qhil.json``), and ``FrontEnd.open`` checks the
 circuit it is given against it.
 
-``python -m qhil.fpga._driver_program CIRCUIT.stim --out DIR`` writes the
+``python -m qhil.fpga.driver._driver_program CIRCUIT.stim --out DIR`` writes the
 inputs of a Vivado build (``fpga/vivado/``): the ROM (``qhil_detprog.hex``),
 the RTL parameters as TCL (``qhil_params.tcl``) and the manifest
 (``qhil_program.json``, which the build copies next to the bitstream).
@@ -134,7 +134,7 @@ class ProgramManifest:
         except (OSError, json.JSONDecodeError, TypeError, ValueError) as ex:
             raise ValueError(
                 f"cannot read the program manifest {path} ({ex}); it is written by "
-                "`python -m qhil.fpga._driver_program` and copied next to the bitstream "
+                "`python -m qhil.fpga.driver._driver_program` and copied next to the bitstream "
                 "by fpga/vivado/build.tcl"
             ) from None
 
@@ -159,7 +159,8 @@ def prepare_build(
     rtl = {**manifest.parameters, "NUM_OBS": manifest.num_observables}
     pairs = " ".join(f"{k} {v}" for k, v in rtl.items())
     params.write_text(
-        "# Written by `python -m qhil.fpga._driver_program`; sourced by fpga/vivado/build.tcl.\n"
+        "# Written by `python -m qhil.fpga.driver._driver_program`;"
+        " sourced by fpga/vivado/build.tcl.\n"
         f"set qhil_params [dict create {pairs}]\n"
         f"set qhil_rom_file {{{rom.resolve().as_posix()}}}\n"
     )
@@ -170,7 +171,7 @@ def prepare_build(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qhil.fpga._driver_program",
+        prog="python -m qhil.fpga.driver._driver_program",
         description="Write a Vivado build's detector-program ROM, RTL parameters and manifest.",
     )
     parser.add_argument(

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from qhil.fpga._driver_regs import RegisterBlock, decode_dmasr, dma_registers
+from qhil.fpga.driver._driver_regs import RegisterBlock, decode_dmasr, dma_registers
 
 __all__ = ["CORRECTION_BYTES", "LINK_DMA", "REPLAY_DMA", "PynqBackend"]
 

@@ -8,9 +8,9 @@ import pytest
 from qhil.bridge import FLAG_END_OF_STREAM, CorrectionPacket, SyndromePacket
 from qhil.fpga import FrontEnd, FrontEndConfig
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_model import FrontEndTwin
 from qhil.fpga._regmap import REGISTERS
 from qhil.fpga._testing import correction_for, drain_syndromes, surface_circuit
+from qhil.fpga.driver._driver_model import FrontEndTwin
 
 _OFFSET = {r.name: r.offset for r in REGISTERS}
 

@@ -56,8 +56,8 @@ from qhil.bridge import (
 )
 from qhil.fpga._correction_rules import ACCEPTED, CorrectionCounters, Verdict, judge
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_regs import DMASR_BITS, decode_dmasr
 from qhil.fpga._regmap import CTRL_BITS, REGISTERS, STATUS_BITS, RegisterFile
+from qhil.fpga.driver._driver_regs import DMASR_BITS, decode_dmasr
 
 __all__ = ["HEADER_END_OF_STREAM", "HEADER_LAST_ROUND", "FrontEndTwin"]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_model import HEADER_LAST_ROUND
+from qhil.fpga.driver._driver_model import HEADER_LAST_ROUND
 
 __all__ = ["ReplayBuffer", "check_syndrome_buffers", "lay_out_replay", "replay_rows"]
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import stim
 
-from qhil.fpga._driver_program import ProgramManifest, main, manifest_path, prepare_build
-from qhil.fpga._pynq_backend import LINK_DMA, REPLAY_DMA
+from qhil.fpga.driver._driver_program import ProgramManifest, main, manifest_path, prepare_build
+from qhil.fpga.driver._pynq_backend import LINK_DMA, REPLAY_DMA
 
-HERE = Path(__file__).resolve().parent
-VIVADO = HERE / "vivado"
-RTL = HERE / "rtl"
+FPGA = Path(__file__).resolve().parents[1]
+VIVADO = FPGA / "vivado"
+RTL = FPGA / "rtl"
 
 # The qhil_frontend ports the block design is written against (fixed for issue 5).
 PORTS = {

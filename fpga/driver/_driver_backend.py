@@ -15,8 +15,8 @@ import stim
 
 from qhil.bridge import syndrome_size
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._driver_model import FrontEndTwin
-from qhil.fpga._driver_program import ProgramManifest, manifest_path
+from qhil.fpga.driver._driver_model import FrontEndTwin
+from qhil.fpga.driver._driver_program import ProgramManifest, manifest_path
 
 __all__ = ["Backend", "open_backend"]
 
@@ -53,7 +53,7 @@ def open_backend(
     if check_program:
         ProgramManifest.load(manifest_path(bitstream)).check(circuit)
     # Imported only for a board: pynq is a board-only dependency.
-    from qhil.fpga._pynq_backend import PynqBackend
+    from qhil.fpga.driver._pynq_backend import PynqBackend
 
     return PynqBackend.open(
         bitstream,
