@@ -18,9 +18,7 @@ model and the PYNQ driver share one register map and one set of correction rules
 from __future__ import annotations
 
 from qhil.fpga._config import MODES, FrontEndConfig
-from qhil.fpga._cycle_model import CycleModel
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStats
 from qhil.fpga._regmap import REGISTERS, Register, RegisterFile
 from qhil.fpga.driver import (
     BITSTREAM_ENV,
@@ -35,6 +33,7 @@ from qhil.fpga.driver import (
     relay,
     which_frontend,
 )
+from qhil.fpga.model import CycleModel, Fate, FrontEndProgress, FrontEndResult, PacingStats
 from qhil.fpga.rtl_model import FrontendModel, FrontendParams, FrontendTrace, Stimulus
 
 __all__ = [

@@ -5,7 +5,7 @@ takes the syndrome packets a front end has emitted; ``correction_for`` answers
 one; ``exchange_and_check`` streams shots through a front end and checks every
 packet against stim.
 
-For ``CycleModel`` runs (``fpga/cycle_model_test.py`` and the loop-level tests in
+For ``CycleModel`` runs (``fpga/model/cycle_model_test.py`` and the loop-level tests in
 ``hil_tests/``): ``warm_up_codecs``, ``rings``, ``model_for``, ``PeerThread``,
 ``check_ledger``, the ``STATUS_*`` bits and ``FAST_TIMEOUTS``.
 """
@@ -23,10 +23,9 @@ import stim
 from qhil.bridge import CorrectionPacket, ShmRing, SyndromePacket, packet_buffers
 from qhil.bridge import warm_up as warm_up_bridge
 from qhil.fpga._config import FrontEndConfig
-from qhil.fpga._cycle_model import CycleModel
-from qhil.fpga._ledger import Fate, FrontEndResult
 from qhil.fpga._regmap import REGISTERS, STATUS_BITS
 from qhil.fpga.driver import FrontEnd
+from qhil.fpga.model import CycleModel, Fate, FrontEndResult
 
 __all__ = [
     "FAST_TIMEOUTS",

@@ -2,7 +2,7 @@
 
 Lockstep and paced runs, a second stream, an interrupt, measurements in chunks: every
 round decoded as pymatching decodes it, or lost and accounted for. ``CycleModel`` on
-its own and against scripted peers is tested in ``fpga/cycle_model_test.py``.
+its own and against scripted peers is tested in ``fpga/model/cycle_model_test.py``.
 """
 
 from __future__ import annotations

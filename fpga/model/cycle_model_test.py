@@ -496,7 +496,7 @@ def test_chunks_must_hold_the_promised_shots(
 
 
 def test_lag_histogram_is_bounded_and_close() -> None:
-    from qhil.fpga._cycle_run import LagHistogram
+    from qhil.fpga.model._cycle_run import LagHistogram
 
     lags = np.random.default_rng(3).lognormal(mean=9.0, sigma=1.5, size=200_000).astype(np.int64)
     hist = LagHistogram()

@@ -24,8 +24,8 @@ from qhil.bridge import (
     ring_room,
     write_syndrome,
 )
-from qhil.fpga._cycle_run import RunState
-from qhil.fpga._ledger import Fate
+from qhil.fpga.model._cycle_run import RunState
+from qhil.fpga.model._ledger import Fate
 
 __all__ = ["RoundEmitter"]
 

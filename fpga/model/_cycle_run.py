@@ -15,8 +15,8 @@ import numpy as np
 
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._correction_rules import CorrectionCounters
-from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStats
 from qhil.fpga._regmap import RegisterFile
+from qhil.fpga.model._ledger import Fate, FrontEndProgress, FrontEndResult, PacingStats
 
 __all__ = ["LagHistogram", "RunState", "progress_of", "result_of"]
 

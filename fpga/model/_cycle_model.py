@@ -42,12 +42,12 @@ from qhil.bridge import (
     write_syndrome,
 )
 from qhil.fpga._config import FrontEndConfig
-from qhil.fpga._cycle_corrections import CorrectionIntake
-from qhil.fpga._cycle_emit import RoundEmitter
-from qhil.fpga._cycle_run import RunState, progress_of, result_of
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._ledger import Fate, FrontEndProgress, FrontEndResult
 from qhil.fpga._regmap import RegisterFile
+from qhil.fpga.model._cycle_corrections import CorrectionIntake
+from qhil.fpga.model._cycle_emit import RoundEmitter
+from qhil.fpga.model._cycle_run import RunState, progress_of, result_of
+from qhil.fpga.model._ledger import Fate, FrontEndProgress, FrontEndResult
 
 __all__ = ["CycleModel"]
 

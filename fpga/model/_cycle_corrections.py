@@ -22,8 +22,8 @@ from qhil.bridge import (
 )
 from qhil.fpga._config import FrontEndConfig
 from qhil.fpga._correction_rules import ACCEPTED, Verdict, judge
-from qhil.fpga._cycle_run import RunState
-from qhil.fpga._ledger import Fate
+from qhil.fpga.model._cycle_run import RunState
+from qhil.fpga.model._ledger import Fate
 
 __all__ = ["CorrectionIntake"]
 
