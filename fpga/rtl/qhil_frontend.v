@@ -2,7 +2,7 @@
 // correction packets in, logical frame out, with an AXI4-Lite register block.
 //
 // The cycle-accurate twin is qhil.fpga.FrontendModel (fpga/rtl_model/_frontend_model.py);
-// fpga/rtl_frontend_test.py proves them equal, port by port and cycle by cycle.
+// fpga/benches/rtl_frontend_test.py proves them equal, port by port and cycle by cycle.
 // fpga/rtl/README.md has the block diagram and the latency table.
 //
 // Clock and reset: everything is synchronous to aclk (250 MHz); aresetn is

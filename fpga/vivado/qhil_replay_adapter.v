@@ -16,7 +16,7 @@
 // s_axis_meas_tuser itself.
 //
 // aresetn: synchronous, active low. Verilog-2005 (Icarus 11, yosys 0.23), no latches.
-// Tested by fpga/vivado_replay_test.py (cocotb, Icarus) against the twin's reading of the
+// Tested by fpga/benches/vivado_replay_test.py (cocotb, Icarus) against the twin's reading of the
 // same buffer.
 
 `default_nettype none

@@ -25,7 +25,7 @@ __all__ = [
     "synthesize",
 ]
 
-RTL = Path(__file__).resolve().parent / "rtl"
+RTL = Path(__file__).resolve().parents[1] / "rtl"
 # cocotb rewrites the assertions of every module it imports unless told otherwise,
 # compiling each from source in every simulator run (seconds, with numba and stim).
 # Only the testbench modules need pytest's assertion messages.
@@ -73,7 +73,7 @@ def simulate(
     testcase: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Path:
-    """Run cocotb tests of ``test_module`` (importable, e.g. ``qhil.fpga.rtl_x_cocotb``).
+    """Run cocotb tests of ``test_module`` (importable, e.g. ``qhil.fpga.benches.rtl_x_cocotb``).
 
     Under pytest, a failing cocotb test makes this exit non-zero: the pytest test fails.
     Returns the results file (JUnit XML).

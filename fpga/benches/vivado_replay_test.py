@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qhil.fpga._rtl_testing import icarus_runner, synthesize
+from qhil.fpga.benches._rtl_testing import icarus_runner, synthesize
 
-SOURCE = Path(__file__).resolve().parent / "vivado" / "qhil_replay_adapter.v"
+SOURCE = Path(__file__).resolve().parents[1] / "vivado" / "qhil_replay_adapter.v"
 TOPLEVEL = "qhil_replay_adapter"
 
 
@@ -26,7 +26,7 @@ def test_replay_adapter_turns_header_beats_into_tuser(tmp_path: Path) -> None:
         timescale=("1ns", "1ps"),
     )
     runner.test(
-        test_module="qhil.fpga.vivado_replay_cocotb",
+        test_module="qhil.fpga.benches.vivado_replay_cocotb",
         hdl_toplevel=TOPLEVEL,
         build_dir=build,
         test_dir=build,

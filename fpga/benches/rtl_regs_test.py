@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qhil.fpga import REGISTERS
 from qhil.fpga._regmap import CTRL_BITS, STATUS_BITS
-from qhil.fpga._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
+from qhil.fpga.benches._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
 
 REGS_V = RTL / "qhil_regs.v"
 TOP = "qhil_regs"
@@ -35,7 +35,7 @@ def test_rtl_decodes_every_register_and_bit() -> None:
 
 def test_rtl_regs_cocotb_icarus(tmp_path: Path) -> None:
     runner = simulator([REGS_V], TOP, tmp_path / "sim_build")
-    results = simulate(runner, "qhil.fpga.rtl_regs_cocotb", TOP, tmp_path / "sim_build")
+    results = simulate(runner, "qhil.fpga.benches.rtl_regs_cocotb", TOP, tmp_path / "sim_build")
     from cocotb_tools.check_results import get_results
 
     n_tests, n_failed = get_results(results)

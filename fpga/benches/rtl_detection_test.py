@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from qhil.fpga._rtl_testing import RTL, simulate, simulator, synthesize
+from qhil.fpga.benches._rtl_testing import RTL, simulate, simulator, synthesize
 from qhil.fpga.rtl_model import write_rom
 
 SOURCE = RTL / "qhil_detection_unit.v"
-TEST_MODULE = "qhil.fpga.rtl_detection_cocotb"
+TEST_MODULE = "qhil.fpga.benches.rtl_detection_cocotb"
 TOP = "qhil_detection_unit"
 SEED = int(os.environ.get("QHIL_RTL_SEED", "20240611"))
 # Big enough for rotated surface-code memory circuits up to d = 13 with <= 6 rounds:
@@ -48,7 +48,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 def _simulate(
     built: tuple[Any, Path], run_dir: Path, name: str, d: int, rounds: int, shots: int, **kw: int
 ) -> int:
-    from qhil.fpga.rtl_detection_cocotb import build_program
+    from qhil.fpga.benches.rtl_detection_cocotb import build_program
 
     runner, build = built
     seed = SEED + 1000 * d + rounds + (7 if name.endswith("_x") else 0) + kw.get("flip", 0)

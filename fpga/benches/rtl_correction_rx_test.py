@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qhil.fpga._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
+from qhil.fpga.benches._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
 
 SOURCES = [RTL / "qhil_crc32.v", RTL / "qhil_correction_rx.v"]
 # Importable in the simulator's Python: qhil is installed, and the runner passes
 # this process's sys.path on as PYTHONPATH.
-TEST_MODULE = "qhil.fpga.rtl_correction_rx_cocotb"
+TEST_MODULE = "qhil.fpga.benches.rtl_correction_rx_cocotb"
 TOPLEVEL = "qhil_correction_rx"
 SEED = int(os.environ.get("QHIL_RTL_SEED", "20240611"))
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from qhil.fpga._detection import DetectorProgram
-from qhil.fpga._rtl_testing import (
+from qhil.fpga.benches._rtl_testing import (
     RTL,
     cell_counts,
     logic_depth,
@@ -46,7 +46,7 @@ SOURCES = [
         "qhil_regs",
     )
 ]
-TEST_MODULE = "qhil.fpga.rtl_frontend_cocotb"
+TEST_MODULE = "qhil.fpga.benches.rtl_frontend_cocotb"
 SEED = int(os.environ.get("QHIL_RTL_SEED", "20240611"))
 TOTAL_ROUNDS = int(os.environ.get("QHIL_RTL_ROUNDS", "10200"))
 # d = 13 sizes (169 data measurements in the last round, 168 detectors, 5 terms), up
@@ -100,7 +100,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 def test_frontend_matches_model(
     built: tuple[Any, Path], tmp_path: Path, name: str, d: int, rounds: int
 ) -> None:
-    from qhil.fpga.rtl_frontend_cocotb import build_circuit
+    from qhil.fpga.benches.rtl_frontend_cocotb import build_circuit
 
     runner, build = built
     program = DetectorProgram.from_circuit(build_circuit(name, d, rounds))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qhil.fpga._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
+from qhil.fpga.benches._rtl_testing import RTL, cell_counts, simulate, simulator, synthesize
 
 SOURCES = [RTL / "qhil_crc32.v", RTL / "qhil_packetizer.v"]
 # Importable in the simulator's Python: qhil is installed, and the runner passes
 # this process's sys.path on as PYTHONPATH.
-TEST_MODULE = "qhil.fpga.rtl_packetizer_cocotb"
+TEST_MODULE = "qhil.fpga.benches.rtl_packetizer_cocotb"
 SEED = int(os.environ.get("QHIL_RTL_SEED", "20240611"))
 N_PACKETS = 2000
 
